@@ -1,0 +1,46 @@
+# The two commands every user needs: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL_STORE := model_store
+
+.PHONY: run test lint typecheck check examples clean help
+
+help:
+	@echo "make run        set up .venv, build the example models, start Ember in the foreground"
+	@echo "make test       set up .venv with test dependencies and run the whole test suite"
+	@echo "make lint       ruff on src/ and tests/"
+	@echo "make typecheck  mypy --strict on src/"
+	@echo "make examples   (re)build the example model archives into ./$(MODEL_STORE)"
+
+$(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[torch]' -r requirements-dev.txt
+	touch $(STAMP)
+
+$(MODEL_STORE)/.built: $(STAMP) $(wildcard examples/*/*.py) examples/build.sh
+	PYTHON=$(BIN)/python bash examples/build.sh $(MODEL_STORE)
+	touch $@
+
+examples: $(MODEL_STORE)/.built
+
+run: $(MODEL_STORE)/.built
+	$(BIN)/emberserve --foreground --ts-config examples/config.properties \
+		--model-store $(MODEL_STORE) --models digits=digits.mar echo=echo.mar
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) $(MODEL_STORE) logs .pytest_cache .mypy_cache .ruff_cache
