@@ -85,3 +85,11 @@ def test_frame_layout_is_length_kind_msgpack() -> None:
     length, kind = struct.unpack("!IB", frame[:5])
     assert (length, kind) == (len(frame) - 4, p.Loaded.KIND)
     assert msgpack.unpackb(frame[5:]) == [7, 1.0]
+
+
+def test_non_string_map_keys_survive_and_unhashable_keys_are_a_protocol_error() -> None:
+    msg = p.LoadModel("m", "1", "/d", "h", {}, 1, None, None, True, {"labels": {0: "cat", 1: "dog"}}, "0.12.0")
+    assert p.Decoder().feed(p.encode(msg)) == [msg]
+    payload = msgpack.packb([{(1, 2): 1}])  # a map keyed by an array
+    with pytest.raises(p.ProtocolError):
+        p.Decoder().feed(p.HEADER.pack(len(payload) + 1, p.Loaded.KIND) + payload)

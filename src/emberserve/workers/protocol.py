@@ -331,10 +331,11 @@ class Decoder:
             if len(buf) < end:
                 break
             try:
-                # The view must be released before the buffer is resized below.
+                # The view must be released before the buffer is resized below. Non-string map
+                # keys are allowed: model-config.yaml may legitimately have `{0: cat}`.
                 with memoryview(buf) as view:
-                    fields = msgpack.unpackb(view[offset + size : end], raw=False, strict_map_key=True)
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+                    fields = msgpack.unpackb(view[offset + size : end], raw=False, strict_map_key=False)
+            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
                 raise ProtocolError(f"undecodable payload: {exc}") from exc
             out.append(_decode_payload(kind, fields))
             offset = end
