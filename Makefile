@@ -17,7 +17,7 @@ help:
 $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[torch]' -r requirements-dev.txt
+	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[torch,grpc]' -r requirements-dev.txt
 	touch $(STAMP)
 
 $(MODEL_STORE)/.built: $(STAMP) $(wildcard examples/*/*.py) examples/build.sh

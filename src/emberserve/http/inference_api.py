@@ -1,0 +1,158 @@
+"""The inference API (port 8080): TorchServe's routes, request → job → response (reference §3).
+
+Routes (any method is accepted on prediction routes, as TorchServe does)::
+
+    /ping                                        health
+    /predictions/{m}[/{v}[/extra/path]]          predict (extra path → ``url_path`` header)
+    /explanations/{m}[/{v}[/extra/path]]         explain
+    /v1/models/{m}:predict | :explain            KServe v1;  GET /v1/models/{m} → status
+    /v2/models/{m}/infer | /explain              KServe v2 / Open Inference Protocol
+    /{m}/predict, /{m}/{v}/predict               legacy
+    /invocations?model_name=m, /models/{m}/invoke  SageMaker style
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from emberserve.errors import (
+    BadRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServerError,
+)
+from emberserve.http.connection import HttpRequest, HttpResponse, StreamingResponse
+from emberserve.http.encoding import body_inputs, form_inputs
+from emberserve.http.responses import CACHE_HEADERS, error_response, json_response
+from emberserve.inference import InferenceService, new_request_id
+from emberserve.registry import ModelVersion
+from emberserve.workers.protocol import Input, Request, RequestKind, Result
+
+NOT_FOUND = "Requested resource is not found, please refer to API document."
+NOT_ALLOWED = "Requested method is not allowed, please refer to API document."
+
+
+class InferenceApi:
+    """Callable HTTP handler for the inference listener."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self._service = service
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse | StreamingResponse:
+        request_id = new_request_id()
+        try:
+            return await self._route(request, request_id)
+        except ServerError as err:
+            return error_response(err, request_id=request_id)
+
+    async def _route(self, request: HttpRequest, request_id: str) -> HttpResponse | StreamingResponse:
+        segments = [s for s in request.path.split("/") if s]
+        method = request.method
+        if not segments:
+            raise MethodNotAllowedError(NOT_ALLOWED)
+        head = segments[0]
+        if head == "ping" and len(segments) == 1:
+            healthy = self._service.healthy()
+            return json_response(200 if healthy else 500, {"status": "Healthy" if healthy else "Unhealthy"},
+                                 request_id=request_id)
+        if head in ("predictions", "explanations") and len(segments) >= 2:
+            version = segments[2] if len(segments) > 2 else None
+            url_path = "/".join(segments[3:])
+            kind: RequestKind = "explain" if head == "explanations" else "predict"
+            extra = [("explain", "True" if kind == "explain" else "False"), ("url_path", url_path)]
+            return await self._predict(request, request_id, segments[1], version, kind, extra)
+        if head == "v1" and len(segments) == 3 and segments[1] == "models":
+            return await self._kserve_v1(request, request_id, segments[2])
+        if head == "v2" and len(segments) == 4 and segments[1] == "models" and segments[3] in ("infer", "explain"):
+            kind = "explain" if segments[3] == "explain" else "predict"
+            extra = [("explain", "True" if kind == "explain" else "False")]
+            return await self._predict(request, request_id, segments[2], None, kind, extra)
+        if head == "invocations" and len(segments) == 1:
+            return await self._invocations(request, request_id)
+        if head == "models" and len(segments) == 3 and segments[2] == "invoke":
+            return await self._predict(request, request_id, segments[1], None, "predict", [])
+        if len(segments) in (2, 3) and segments[-1] == "predict":
+            version = segments[1] if len(segments) == 3 else None
+            return await self._predict(request, request_id, segments[0], version, "predict", [])
+        del method
+        raise NotFoundError(NOT_FOUND)
+
+    async def _kserve_v1(self, request: HttpRequest, request_id: str, target: str) -> HttpResponse | StreamingResponse:
+        name, _, verb = target.partition(":")
+        if not verb:
+            if request.method != "GET":
+                raise MethodNotAllowedError(NOT_ALLOWED)
+            entry = self._service.lookup(name, None)
+            return json_response(200, {"name": entry.name, "ready": entry.pool.live_workers > 0},
+                                 request_id=request_id)
+        if verb not in ("predict", "explain"):
+            raise NotFoundError(NOT_FOUND)
+        kind: RequestKind = "explain" if verb == "explain" else "predict"
+        return await self._predict(request, request_id, name, None, kind,
+                                   [("explain", "True" if kind == "explain" else "False")])
+
+    async def _invocations(self, request: HttpRequest, request_id: str) -> HttpResponse | StreamingResponse:
+        params = form_inputs(request.query)
+        names = [p.value.decode("utf-8", "replace") for p in params if p.name == "model_name"]
+        if not names:
+            raise BadRequestError("Parameter model_name is required.")
+        inputs = params + body_inputs(request.header("content-type"), request.body)
+        return await self._predict(request, request_id, names[-1], None, "predict", [], inputs=inputs)
+
+    async def _predict(self, request: HttpRequest, request_id: str, name: str, version: str | None,
+                       kind: RequestKind, extra_headers: list[tuple[str, str]],
+                       inputs: list[Input] | None = None) -> HttpResponse | StreamingResponse:
+        entry = self._service.lookup(name, version)
+        if inputs is None:
+            inputs = body_inputs(request.header("content-type"), request.body)
+        job_request = Request(request_id, kind, [*request.headers, *extra_headers], inputs)
+        return await self.run(entry, job_request)
+
+    async def run(self, entry: ModelVersion, job_request: Request) -> HttpResponse | StreamingResponse:
+        """Run one job; answer with a plain response, or stream when the handler sends chunks."""
+        chunks: asyncio.Queue[Result | None] = asyncio.Queue()
+        task = asyncio.ensure_future(self._service.predict(entry, job_request, chunks.put_nowait))
+        first_chunk = asyncio.ensure_future(chunks.get())
+        try:
+            await asyncio.wait((task, first_chunk), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            first_chunk.cancel()
+            raise
+        if task.done() and (not first_chunk.done() or first_chunk.cancelled()):
+            first_chunk.cancel()
+            return _result_response(task.result(), job_request.request_id)  # raises ServerError
+        chunk = first_chunk.result()
+        assert chunk is not None
+        task.add_done_callback(lambda _t: chunks.put_nowait(None))
+        return StreamingResponse(chunk.status, _stream(chunk, chunks, task),
+                                 _result_headers(chunk, job_request.request_id), chunk.phrase)
+
+
+async def _stream(first: Result, chunks: asyncio.Queue[Result | None],
+                  task: asyncio.Future[Result]) -> AsyncIterator[bytes]:
+    """Intermediate bodies in order, then the final one (an error ends the stream early)."""
+    yield first.body
+    while True:
+        item = await chunks.get()
+        if item is None:
+            break
+        yield item.body
+    with contextlib.suppress(ServerError):
+        final = task.result()
+        yield final.body
+
+
+def _result_headers(result: Result, request_id: str) -> list[tuple[str, str]]:
+    headers = [("x-request-id", request_id), *CACHE_HEADERS]
+    if result.content_type:
+        headers.insert(0, ("content-type", result.content_type))
+    headers.extend(result.headers)
+    return headers
+
+
+def _result_response(result: Result, request_id: str) -> HttpResponse:
+    # TorchServe sends successful predictions with an empty reason phrase unless the handler set one.
+    return HttpResponse(result.status, result.body, _result_headers(result, request_id), result.phrase or "")

@@ -1,0 +1,88 @@
+"""The inference service: one call per client request, shared by REST and gRPC.
+
+It finds the model version, queues a :class:`~emberserve.batching.Job` on that version's bounded
+queue and awaits the worker's :class:`~emberserve.workers.protocol.Result`. A handler failure comes
+back as a :class:`~emberserve.errors.PredictionError` carrying the handler's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from emberserve.batching import Job
+from emberserve.errors import PredictionError, ServiceUnavailableError
+from emberserve.registry import ModelRegistry, ModelVersion
+from emberserve.workers.protocol import Request, Result
+
+
+def new_request_id() -> str:
+    """A request id in TorchServe's format (uuid4); the handler sees the same id the client gets."""
+    return str(uuid.uuid4())
+
+
+def no_worker_error(name: str, what: str = "inference") -> ServiceUnavailableError:
+    """TorchServe's 503 text for a model that cannot take a job (no worker, or queue full)."""
+    if what != "inference":
+        return ServiceUnavailableError(
+            f'Model "{name}" has no worker to serve {what} request. Please use scale workers API to add workers.')
+    return ServiceUnavailableError(
+        f'Model "{name}" has no worker to serve inference request. Please use scale workers API to add workers. '
+        "If this is a sequence inference, please check if it is closed, or expired; or exceeds "
+        "maxSequenceJobQueueSize")
+
+
+class InferenceService:
+    """See the module docstring."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._registry = registry
+        self.in_flight = 0
+        #: False until the models named at startup have been loaded (or have failed to).
+        self.startup_done = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (the drain on shutdown); False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def lookup(self, name: str, version: str | None) -> ModelVersion:
+        return self._registry.get(name, version)
+
+    async def predict(self, entry: ModelVersion, request: Request,
+                      on_chunk: Callable[[Result], None] | None = None) -> Result:
+        """Queue ``request`` for ``entry`` and wait for its final result."""
+        if entry.pool.settings.max_workers == 0 or (entry.pool.settings.min_workers == 0
+                                                    and entry.pool.live_workers == 0):
+            raise no_worker_error(entry.name, "describe" if request.kind == "describe" else "inference")
+        loop = asyncio.get_running_loop()
+        job = Job(request, loop.create_future(), loop.time(), on_chunk)
+        entry.queue.put(job)  # QueueFull is a ServiceUnavailableError with TorchServe's text
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            result = await job.future
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
+        if result.error is not None:
+            raise PredictionError(result.error, result.status)
+        return result
+
+    def healthy(self) -> bool:
+        """TorchServe's /ping rule: every model that should have workers has its minimum live.
+
+        Unlike TorchServe (which does not listen until startup models are loaded), Ember listens at
+        once and answers Unhealthy until they are.
+        """
+        return self.startup_done and all(e.pool.live_workers >= e.pool.settings.min_workers for e in self._registry.all_versions())

@@ -1,0 +1,231 @@
+"""The composition root: build everything from a :class:`ServerConfig`, run, shut down in order.
+
+Startup: logging → private work dir → registry and services → listeners (inference, management,
+metrics) → models named by ``load_models``. Listeners open before models load so probes get an
+honest "not ready yet" instead of a refused connection.
+
+Shutdown (SIGTERM, SIGINT or :meth:`Server.request_stop`): stop accepting connections, let
+in-flight and queued requests finish for up to ``drain_timeout`` seconds, stop every worker
+(process groups), remove the work dir. A second signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from emberserve import __version__
+from emberserve.config import ListenAddress, ServerConfig
+from emberserve.errors import ConfigError, ServerError
+from emberserve.http.connection import Handler, HttpConnection, HttpLimits, HttpRequest
+from emberserve.http.inference_api import InferenceApi
+from emberserve.http.management_api import ManagementApi
+from emberserve.http.metrics_api import MetricsApi
+from emberserve.inference import InferenceService
+from emberserve.logs import configure_logging
+from emberserve.management import ManagementService, RegisterRequest
+from emberserve.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from emberserve.grpc import GrpcServers
+
+log = logging.getLogger("emberserve.server")
+access_log = logging.getLogger("emberserve.access")
+
+
+@dataclass
+class _Listener:
+    name: str
+    address: ListenAddress
+    server: asyncio.Server
+    connections: set[HttpConnection] = field(default_factory=set)
+
+
+class Server:
+    """One Ember server. ``await Server(config).run()`` serves until asked to stop."""
+
+    def __init__(self, config: ServerConfig, *, on_ready: Callable[[], None] | None = None,
+                 console: bool = True) -> None:
+        self.config = config
+        self._on_ready = on_ready
+        self._console = console
+        self._stop = asyncio.Event()
+        self._fast_stop = False
+        self._listeners: list[_Listener] = []
+        self._work_dir: Path | None = None
+        self.registry = ModelRegistry()
+        self.inference = InferenceService(self.registry)
+        self.management: ManagementService | None = None
+        self._grpc: GrpcServers | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, serve until a stop is requested, then shut down gracefully."""
+        try:
+            await self.start()
+            if self._on_ready is not None:
+                self._on_ready()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        cfg = self.config
+        configure_logging(cfg.log_location, cfg.log_config, console=self._console)
+        log.info("Ember %s starting (TorchServe 0.12 compatible)", __version__)
+        for key, value, source in cfg.non_default_settings():
+            log.info("Setting %s = %s (from %s)", key, value, source)
+        self._work_dir = Path(tempfile.mkdtemp(prefix="ember-"))
+        (self._work_dir / "models").mkdir(mode=0o700)
+        self.management = ManagementService(cfg, self.registry, self.inference, self._work_dir / "models")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        limits = HttpLimits(max_body_bytes=cfg.max_request_size)
+        await self._listen("inference", cfg.inference_address, InferenceApi(self.inference), limits)
+        await self._listen("management", cfg.management_address,
+                           ManagementApi(self.management, model_api_enabled=cfg.enable_model_api), limits)
+        if cfg.enable_metrics_api:
+            await self._listen("metrics", cfg.metrics_address, MetricsApi(cfg.metrics_mode), limits)
+        await self._start_grpc()
+        await self._load_startup_models()
+
+    async def _start_grpc(self) -> None:
+        assert self.management is not None
+        try:
+            from emberserve.grpc import start_grpc  # noqa: PLC0415 - grpcio is the optional [grpc] extra
+        except ImportError as exc:
+            log.warning("gRPC APIs are off: %s. Install them with: pip install 'emberserve[grpc]'", exc)
+            return
+        self._grpc = await start_grpc(self.config, self.inference, self.management)
+
+    def request_stop(self, *, fast: bool = False) -> None:
+        self._fast_stop = self._fast_stop or fast
+        self._stop.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("Second %s: stopping now without draining", sig.name)
+            self.request_stop(fast=True)
+            return
+        log.info("Received %s: draining (up to %ss), then stopping", sig.name, self.config.drain_timeout)
+        self.request_stop()
+
+    async def shutdown(self) -> None:
+        drain = 0.0 if self._fast_stop else float(self.config.drain_timeout)
+        # gRPC stops accepting at once; running calls get the drain time, then are cancelled.
+        grpc_stop = asyncio.ensure_future(self._grpc.stop(drain)) if self._grpc is not None else None
+        self._grpc = None
+        for listener in self._listeners:
+            listener.server.close()
+        await self._drain(drain)
+        if grpc_stop is not None:
+            await grpc_stop  # before the workers stop, so no gRPC call outlives them
+        if self.management is not None:
+            await self.management.close(0.0 if self._fast_stop else 5.0)
+        for listener in self._listeners:
+            for conn in list(listener.connections):
+                conn.close_idle()
+        self._listeners.clear()
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+        log.info("Ember stopped")
+
+    async def _drain(self, seconds: float) -> None:
+        """Wait until no job is queued or running, or ``seconds`` pass."""
+        if seconds > 0 and not await self.inference.wait_idle(seconds):
+            log.warning("Drain time (%ss) is over with %d requests still in flight: they get an error",
+                        seconds, self.inference.in_flight)
+
+    # -- listeners --------------------------------------------------------------------------------
+
+    async def _listen(self, name: str, address: ListenAddress, api: Handler, limits: HttpLimits) -> None:
+        loop = asyncio.get_running_loop()
+        connections: set[HttpConnection] = set()
+
+        def factory() -> HttpConnection:
+            return HttpConnection(api, limits, _log_access, connections=connections)
+
+        if address.scheme == "https":
+            raise ConfigError(f"{name}_address {address.url}: HTTPS listeners are not available yet; use http://")
+        try:
+            if address.scheme == "unix":
+                server = await loop.create_unix_server(factory, address.path)
+            else:
+                server = await loop.create_server(factory, address.host, address.port, reuse_address=True,
+                                                  family=socket.AF_UNSPEC, backlog=1024)
+        except OSError as exc:
+            raise ConfigError(f"Cannot listen on {address.url} for the {name} API: {exc.strerror}. "
+                              f"Is another server running? Change {name}_address in config.properties.") from exc
+        if address.is_wildcard:
+            log.warning("The %s API listens on all interfaces (%s): anyone who can reach this machine can call it",
+                        name, address.url)
+        self._listeners.append(_Listener(name, address, server, connections))
+        log.info("%s API bound to %s", name.capitalize(), address.url)
+
+    def bound_port(self, name: str) -> int:
+        """The port a listener actually bound (useful with port 0 in tests)."""
+        for listener in self._listeners:
+            if listener.name == name:
+                sockname = listener.server.sockets[0].getsockname()
+                return int(sockname[1])
+        raise KeyError(name)
+
+    # -- startup models ---------------------------------------------------------------------------
+
+    async def _load_startup_models(self) -> None:
+        assert self.management is not None
+        for spec in self._startup_specs():
+            name, _, url = spec.rpartition("=")
+            try:
+                answer = await self.management.register(
+                    RegisterRequest(url=url, synchronous=True), at_startup=True, fixed_name=name or None)
+                log.info("%s", answer.message)
+            except ServerError as err:
+                log.error("Failed to load model %s at startup: %s", spec, err.message)
+        self.inference.startup_done = True
+
+    def _startup_specs(self) -> list[str]:
+        cfg = self.config
+        specs = list(cfg.load_models)
+        if specs in (["all"], ["ALL"]):
+            if cfg.model_store is None:
+                return []
+            return sorted(p.name for p in cfg.model_store.iterdir()
+                          if p.suffix == ".mar" or p.name.endswith((".tar.gz", ".tgz")) or
+                          (p.is_dir() and (p / "MAR-INF" / "MANIFEST.json").is_file()))
+        return [s for s in specs if s and s not in ("standalone",)]
+
+
+def _log_access(request: HttpRequest, status: int, elapsed_ms: float) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        # Control characters from clients never reach the log file raw.
+        line = f"{request.method} {request.path} HTTP/1.1".encode("unicode_escape").decode("ascii")
+        access_log.info('%s "%s" %d %d', request.client, line, status, round(elapsed_ms))
+
+
+def run_server(config: ServerConfig, *, on_ready: Callable[[], None] | None = None, console: bool = True) -> int:
+    """Run a server in this process until it stops; returns the process exit code."""
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415 - optional speed-up, not needed for correctness
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        asyncio.run(Server(config, on_ready=on_ready, console=console).run())
+    except ConfigError as err:
+        log.error("%s", err)
+        print(f"Ember could not start: {err}")
+        return ConfigError.exit_code
+    return 0
+
