@@ -201,7 +201,11 @@ class EmberServer:
         return code
 
     def __enter__(self) -> EmberServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a server that never became healthy must not outlive the test
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

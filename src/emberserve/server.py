@@ -124,13 +124,16 @@ class Server:
     async def shutdown(self) -> None:
         drain = 0.0 if self._fast_stop else float(self.config.drain_timeout)
         # gRPC stops accepting at once; running calls get the drain time, then are cancelled.
-        grpc_stop = asyncio.ensure_future(self._grpc.stop(drain)) if self._grpc is not None else None
-        self._grpc = None
+        grpc, self._grpc = self._grpc, None
+        grpc_stop = asyncio.ensure_future(grpc.stop(drain)) if grpc is not None else None
         for listener in self._listeners:
             listener.server.close()
         await self._drain(drain)
-        if grpc_stop is not None:
-            await grpc_stop  # before the workers stop, so no gRPC call outlives them
+        if grpc is not None and grpc_stop is not None:
+            # Jobs have drained: cut idle long-lived calls short (a probe's health Watch, an open
+            # bidirectional stream), and finish before the workers stop so no call outlives them.
+            await grpc.stop(0)
+            await grpc_stop
         if self.management is not None:
             await self.management.close(0.0 if self._fast_stop else 5.0)
         for listener in self._listeners:
