@@ -134,3 +134,24 @@ def test_idle_connection_times_out() -> None:
 def test_http10_closes_after_the_answer(version: bytes) -> None:
     data = run(exchange(b"GET /x " + version + b"\r\nHost: x\r\n\r\n"))
     assert b"connection: close" in data
+
+
+def test_expect_100_continue_gets_an_interim_answer_before_the_body() -> None:
+    async def scenario() -> bytes:
+        limits = HttpLimits(max_body_bytes=100)
+        server = await asyncio.get_running_loop().create_server(lambda: HttpConnection(echo, limits),
+                                                                "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        writer.write(b"abc")
+        rest = await asyncio.wait_for(reader.read(-1), 2)
+        writer.close()
+        server.close()
+        return interim + rest
+
+    data = run(scenario())
+    assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert data.endswith(b"PUT /x 3")
