@@ -22,9 +22,26 @@ def handle(data, context):
 
 def archive(store: Path, name: str, handler: Path, *extra: str, version: str = "1.0") -> Path:
     """Build ``<store>/<name>.mar`` with ``python -m emberserve.archiver`` (torch-model-archiver's flags)."""
-    subprocess.run([sys.executable, "-m", "emberserve.archiver", "--model-name", name, "--version", version,
-                    "--handler", str(handler), "--export-path", str(store), "--force", *extra],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emberserve.archiver",
+            "--model-name",
+            name,
+            "--version",
+            version,
+            "--handler",
+            str(handler),
+            "--export-path",
+            str(store),
+            "--force",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return store / f"{name}.mar"
 
 

@@ -23,7 +23,7 @@ class DigitsHandler:
         self.model: torch.nn.Module | None = None
         self.labels: dict[str, str] = {}
 
-    def initialize(self, context) -> None:  # noqa: ANN001 - TorchServe's Context
+    def initialize(self, context) -> None:
         model_dir = Path(context.system_properties["model_dir"])
         from model import DigitsCNN  # the archive's modelFile; model_dir is on sys.path
 
@@ -32,9 +32,11 @@ class DigitsHandler:
         model.load_state_dict(torch.load(model_dir / "digits.pt", map_location="cpu", weights_only=True))
         self.model = model.eval()
         labels = model_dir / "index_to_name.json"
-        self.labels = json.loads(labels.read_text()) if labels.exists() else {str(i): str(i) for i in range(10)}
+        self.labels = (
+            json.loads(labels.read_text()) if labels.exists() else {str(i): str(i) for i in range(10)}
+        )
 
-    def handle(self, data, context):  # noqa: ANN001, ANN201 - TorchServe's handler signature
+    def handle(self, data, context):
         if data is None:
             return None
         assert self.model is not None, "initialize() was not called"
@@ -43,7 +45,10 @@ class DigitsHandler:
             probabilities = torch.softmax(self.model(batch), dim=1)
         top = probabilities.topk(TOP_K, dim=1)
         return [
-            {self.labels.get(str(int(i)), str(int(i))): round(float(p), 6) for p, i in zip(ps, idx, strict=True)}
+            {
+                self.labels.get(str(int(i)), str(int(i))): round(float(p), 6)
+                for p, i in zip(ps, idx, strict=True)
+            }
             for ps, idx in zip(top.values, top.indices, strict=True)
         ]
 

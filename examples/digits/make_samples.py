@@ -1,6 +1,6 @@
 """Write held-out digits as small PNGs (dark ink on white, 32×32) for the README's curl lines.
 
-    python examples/digits/make_samples.py OUTPUT_DIR   # writes seven.png and three.png
+python examples/digits/make_samples.py OUTPUT_DIR   # writes seven.png and three.png
 """
 
 import sys
@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import dataset  # noqa: E402 - same split as training: these images were never trained on
+from train import dataset  # same split as training: never-trained images
 
 SAMPLES = {"seven.png": 7, "three.png": 3}
 

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model import DigitsCNN  # noqa: E402 - the model file sits next to this script
+from model import DigitsCNN  # the model file sits next to this script
 
 SEED = 0
 EPOCHS = 25

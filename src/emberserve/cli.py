@@ -41,36 +41,78 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="emberserve",
         description="Ember model server: serves TorchServe model archives (.mar) over TorchServe's "
-                    "REST and gRPC APIs.",
+        "REST and gRPC APIs.",
         epilog="Examples:\n"
-               "  emberserve --start --model-store model_store --models digits=digits.mar\n"
-               "  emberserve --foreground --ts-config config.properties --models all\n"
-               "  emberserve --stop\n"
-               "  emberserve archive --model-name m --version 1.0 --handler handler.py\n",
+        "  emberserve --start --model-store model_store --models digits=digits.mar\n"
+        "  emberserve --foreground --ts-config config.properties --models all\n"
+        "  emberserve --stop\n"
+        "  emberserve archive --model-name m --version 1.0 --handler handler.py\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--start", action="store_true", help="start the server in the background (default)")
-    action.add_argument("--stop", action="store_true", help="stop the server started from this temp directory")
-    parser.add_argument("--foreground", action="store_true",
-                        help="run in the foreground; Ctrl-C or SIGTERM drains and stops it")
-    parser.add_argument("--ts-config", dest="ts_config", metavar="FILE",
-                        help="config.properties to read (TS_CONFIG_FILE in the environment takes precedence)")
-    parser.add_argument("--model-store", dest="model_store", metavar="DIR",
-                        help="directory holding model archives (overrides model_store in the config)")
-    parser.add_argument("--models", nargs="+", metavar="MODEL",
-                        help="models to load at startup: 'all', 'x.mar' or 'name=x.mar' (overrides load_models)")
-    parser.add_argument("--workflow-store", dest="workflow_store", metavar="DIR", help="workflow archive directory")
-    parser.add_argument("--log-config", dest="log_config", metavar="FILE",
-                        help="Python logging dictConfig file (YAML or JSON) replacing Ember's log setup")
-    parser.add_argument("--ncs", "--no-config-snapshots", dest="no_config_snapshots", action="store_true",
-                        help="do not write or restore config snapshots")
-    parser.add_argument("--dt", "--disable-token-auth", dest="disable_token_auth", action="store_true",
-                        help="turn token authorization off (it is on by default)")
-    parser.add_argument("--enable-model-api", dest="enable_model_api", action="store_true",
-                        help="allow registering and unregistering models through the management API")
-    parser.add_argument("--plugins-path", "--ppath", dest="plugins_path", metavar="DIR",
-                        help="accepted for compatibility; Java plugins do not apply to Ember")
+    action.add_argument(
+        "--stop", action="store_true", help="stop the server started from this temp directory"
+    )
+    parser.add_argument(
+        "--foreground",
+        action="store_true",
+        help="run in the foreground; Ctrl-C or SIGTERM drains and stops it",
+    )
+    parser.add_argument(
+        "--ts-config",
+        dest="ts_config",
+        metavar="FILE",
+        help="config.properties to read (TS_CONFIG_FILE in the environment takes precedence)",
+    )
+    parser.add_argument(
+        "--model-store",
+        dest="model_store",
+        metavar="DIR",
+        help="directory holding model archives (overrides model_store in the config)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="models to load at startup: 'all', 'x.mar' or 'name=x.mar' (overrides load_models)",
+    )
+    parser.add_argument(
+        "--workflow-store", dest="workflow_store", metavar="DIR", help="workflow archive directory"
+    )
+    parser.add_argument(
+        "--log-config",
+        dest="log_config",
+        metavar="FILE",
+        help="Python logging dictConfig file (YAML or JSON) replacing Ember's log setup",
+    )
+    parser.add_argument(
+        "--ncs",
+        "--no-config-snapshots",
+        dest="no_config_snapshots",
+        action="store_true",
+        help="do not write or restore config snapshots",
+    )
+    parser.add_argument(
+        "--dt",
+        "--disable-token-auth",
+        dest="disable_token_auth",
+        action="store_true",
+        help="turn token authorization off (it is on by default)",
+    )
+    parser.add_argument(
+        "--enable-model-api",
+        dest="enable_model_api",
+        action="store_true",
+        help="allow registering and unregistering models through the management API",
+    )
+    parser.add_argument(
+        "--plugins-path",
+        "--ppath",
+        dest="plugins_path",
+        metavar="DIR",
+        help="accepted for compatibility; Java plugins do not apply to Ember",
+    )
     parser.add_argument("-v", "--version", action="store_true", help="print Ember's version and exit")
     # Internal: the background server tells the launcher it listens by writing to this fd.
     parser.add_argument("--ready-fd", dest="ready_fd", type=int, help=argparse.SUPPRESS)
@@ -171,10 +213,15 @@ def _run_foreground(args: argparse.Namespace) -> int:
         return code
 
     options = CliOptions(
-        ts_config=args.ts_config, model_store=args.model_store,
-        models=tuple(args.models) if args.models else None, workflow_store=args.workflow_store,
-        log_config=args.log_config, no_config_snapshots=args.no_config_snapshots,
-        disable_token_auth=args.disable_token_auth, enable_model_api=args.enable_model_api)
+        ts_config=args.ts_config,
+        model_store=args.model_store,
+        models=tuple(args.models) if args.models else None,
+        workflow_store=args.workflow_store,
+        log_config=args.log_config,
+        no_config_snapshots=args.no_config_snapshots,
+        disable_token_auth=args.disable_token_auth,
+        enable_model_api=args.enable_model_api,
+    )
     try:
         config = load_config(options, os.environ, Path.cwd())
     except ConfigError as err:
@@ -184,8 +231,7 @@ def _run_foreground(args: argparse.Namespace) -> int:
     pid_path = pid_file_path()
     pid_path.write_text(f"{os.getpid()}\n")
     try:
-        code = run_server(config, on_ready=lambda: tell_launcher("ready"),
-                          console=args.ready_fd is None)
+        code = run_server(config, on_ready=lambda: tell_launcher("ready"), console=args.ready_fd is None)
         tell_launcher(f"Ember could not start (exit code {code}); see {config.log_location / 'ts_log.log'}")
         return code
     finally:
@@ -199,8 +245,14 @@ def _start_background(argv: list[str]) -> int:
     read_fd, write_fd = os.pipe()
     cmd = [sys.executable, "-m", "emberserve", "--foreground", *passthrough, "--ready-fd", str(write_fd)]
     # A daemon keeps no terminal: its log files say what it does; startup errors come back on the pipe.
-    proc = subprocess.Popen(cmd, pass_fds=(write_fd,), start_new_session=True, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd,
+        pass_fds=(write_fd,),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     deadline = time.monotonic() + START_WAIT_S
     answer = b""

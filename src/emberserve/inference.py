@@ -24,13 +24,14 @@ def new_request_id() -> str:
 
 def no_worker_error(name: str, what: str = "inference") -> ServiceUnavailableError:
     """TorchServe's 503 text for a model that cannot take a job (no worker, or queue full)."""
+    text = f'Model "{name}" has no worker to serve {what} request. '
+    text += "Please use scale workers API to add workers."
     if what != "inference":
-        return ServiceUnavailableError(
-            f'Model "{name}" has no worker to serve {what} request. Please use scale workers API to add workers.')
+        return ServiceUnavailableError(text)
     return ServiceUnavailableError(
-        f'Model "{name}" has no worker to serve inference request. Please use scale workers API to add workers. '
-        "If this is a sequence inference, please check if it is closed, or expired; or exceeds "
-        "maxSequenceJobQueueSize")
+        f"{text} If this is a sequence inference, please check if it is closed, or expired; or exceeds "
+        "maxSequenceJobQueueSize"
+    )
 
 
 class InferenceService:
@@ -55,11 +56,13 @@ class InferenceService:
     def lookup(self, name: str, version: str | None) -> ModelVersion:
         return self._registry.get(name, version)
 
-    async def predict(self, entry: ModelVersion, request: Request,
-                      on_chunk: Callable[[Result], None] | None = None) -> Result:
+    async def predict(
+        self, entry: ModelVersion, request: Request, on_chunk: Callable[[Result], None] | None = None
+    ) -> Result:
         """Queue ``request`` for ``entry`` and wait for its final result."""
-        if entry.pool.settings.max_workers == 0 or (entry.pool.settings.min_workers == 0
-                                                    and entry.pool.live_workers == 0):
+        if entry.pool.settings.max_workers == 0 or (
+            entry.pool.settings.min_workers == 0 and entry.pool.live_workers == 0
+        ):
             raise no_worker_error(entry.name, "describe" if request.kind == "describe" else "inference")
         loop = asyncio.get_running_loop()
         job = Job(request, loop.create_future(), loop.time(), on_chunk)
@@ -85,4 +88,6 @@ class InferenceService:
         Unlike TorchServe (which does not listen until startup models are loaded), Ember listens at
         once and answers Unhealthy until they are.
         """
-        return self.startup_done and all(e.pool.live_workers >= e.pool.settings.min_workers for e in self._registry.all_versions())
+        return self.startup_done and all(
+            e.pool.live_workers >= e.pool.settings.min_workers for e in self._registry.all_versions()
+        )

@@ -37,7 +37,9 @@ class TorchServeFormatter(logging.Formatter):
     """``%d{ISO8601} [%-5p] %t %c - %m%n`` with a comma before milliseconds, like log4j."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f",{int(record.msecs):03d}"
+        return (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f",{int(record.msecs):03d}"
+        )
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s [%(levelname)-5s] %(threadName)s %(name)s - %(message)s")
@@ -47,15 +49,18 @@ class AccessFormatter(logging.Formatter):
     """``2026-11-22T07:34:54,818 - /127.0.0.1:36690 "GET /ping HTTP/1.1" 200 32``."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f",{int(record.msecs):03d}"
+        return (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created)) + f",{int(record.msecs):03d}"
+        )
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s - %(message)s")
 
 
 def _file(path: Path, formatter: logging.Formatter, level: int = logging.DEBUG) -> logging.Handler:
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_LOG_BYTES, backupCount=BACKUPS,
-                                                   encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=MAX_LOG_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
     handler.setFormatter(formatter)
     handler.setLevel(level)
     return handler
@@ -94,5 +99,7 @@ def _apply_user_config(path: Path) -> None:
         document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         logging.config.dictConfig(document)
     except (OSError, ValueError, TypeError, AttributeError, ImportError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--log-config {path}: not a usable logging dictConfig document ({exc}). "
-                          "Pass a YAML or JSON file in Python's logging.config.dictConfig schema.") from exc
+        raise ConfigError(
+            f"--log-config {path}: not a usable logging dictConfig document ({exc}). "
+            "Pass a YAML or JSON file in Python's logging.config.dictConfig schema."
+        ) from exc

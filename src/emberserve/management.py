@@ -73,14 +73,21 @@ def check_model_name(name: str) -> None:
     if len(name) > MAX_MODEL_NAME_LENGTH or not MODEL_NAME_RE.match(name):
         raise BadRequestError(
             f"Invalid model name: {name[:64]!r}. Model names must match {MODEL_NAME_RE.pattern} "
-            f"and be at most {MAX_MODEL_NAME_LENGTH} characters.")
+            f"and be at most {MAX_MODEL_NAME_LENGTH} characters."
+        )
 
 
 class ManagementService:
     """See the module docstring. One instance per server (built in :mod:`emberserve.server`)."""
 
-    def __init__(self, config: ServerConfig, registry: ModelRegistry, inference: InferenceService, work_dir: Path,
-                 on_metrics: Callable[[str, str, list[MetricRecord]], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        registry: ModelRegistry,
+        inference: InferenceService,
+        work_dir: Path,
+        on_metrics: Callable[[str, str, list[MetricRecord]], None] | None = None,
+    ) -> None:
         self._config = config
         self._registry = registry
         self._inference = inference
@@ -91,8 +98,9 @@ class ManagementService:
 
     # -- register ---------------------------------------------------------------------------------
 
-    async def register(self, req: RegisterRequest, *, at_startup: bool = False,
-                       fixed_name: str | None = None) -> Answer:
+    async def register(
+        self, req: RegisterRequest, *, at_startup: bool = False, fixed_name: str | None = None
+    ) -> Answer:
         """Register a model archive; TorchServe's texts and statuses (reference §4)."""
         if req.url is None:
             raise BadRequestError("Parameter url is required.")
@@ -103,23 +111,38 @@ class ManagementService:
             check_model_name(req.model_name)
         source = await asyncio.to_thread(resolve_source, req.url, self._config.model_store)
         try:
-            archive = await asyncio.to_thread(open_model_archive, source.path, self._work_dir,
-                                              self._config.archive_limits())
+            archive = await asyncio.to_thread(
+                open_model_archive, source.path, self._work_dir, self._config.archive_limits()
+            )
         except BaseException:
             if source.owned:
                 source.path.unlink(missing_ok=True)
             raise
         try:
-            return await self._register_archive(req, archive, runtime, source.path if source.owned else None,
-                                                at_startup=at_startup, fixed_name=fixed_name)
+            return await self._register_archive(
+                req,
+                archive,
+                runtime,
+                source.path if source.owned else None,
+                at_startup=at_startup,
+                fixed_name=fixed_name,
+            )
         except BaseException:
             archive.cleanup()
             if source.owned:
                 source.path.unlink(missing_ok=True)
             raise
 
-    async def _register_archive(self, req: RegisterRequest, archive: ModelArchive, runtime: str | None,
-                                owned_file: Path | None, *, at_startup: bool, fixed_name: str | None) -> Answer:
+    async def _register_archive(
+        self,
+        req: RegisterRequest,
+        archive: ModelArchive,
+        runtime: str | None,
+        owned_file: Path | None,
+        *,
+        at_startup: bool,
+        fixed_name: str | None,
+    ) -> Answer:
         manifest = archive.manifest
         name = fixed_name or req.model_name or manifest.model_name
         if not name:
@@ -132,24 +155,47 @@ class ManagementService:
                 raise ConflictError(f"Model version {version} is already registered for model {name}")
             queue = BatchQueue(settings.job_queue_size)
             load = LoadModel(
-                model_name=name, model_version=version, model_dir=str(archive.model_dir),
-                handler=settings.handler, manifest=dict(manifest.raw), batch_size=settings.batch_size,
-                gpu_id=None, envelope=settings.envelope,
+                model_name=name,
+                model_version=version,
+                model_dir=str(archive.model_dir),
+                handler=settings.handler,
+                manifest=dict(manifest.raw),
+                batch_size=settings.batch_size,
+                gpu_id=None,
+                envelope=settings.envelope,
                 limit_max_image_pixels=self._config.limit_max_image_pixels,
-                model_yaml_config=archive.model_config, server_version=TORCHSERVE_COMPAT_VERSION,
-                decode_input_request=self._config.decode_input_request)
-            pool = WorkerPool(load, queue, self._pool_settings(settings), self._worker_ids,
-                              on_metrics=self._metrics_sink(name, version),
-                              env=self._config.worker_environment())
-            entry = ModelVersion(name, version, req.url or "", archive, settings, queue, pool,
-                                 loaded_at_startup=at_startup,
-                                 owned_archive_file=str(owned_file) if owned_file else None)
+                model_yaml_config=archive.model_config,
+                server_version=TORCHSERVE_COMPAT_VERSION,
+                decode_input_request=self._config.decode_input_request,
+            )
+            pool = WorkerPool(
+                load,
+                queue,
+                self._pool_settings(settings),
+                self._worker_ids,
+                on_metrics=self._metrics_sink(name, version),
+                env=self._config.worker_environment(),
+            )
+            entry = ModelVersion(
+                name,
+                version,
+                req.url or "",
+                archive,
+                settings,
+                queue,
+                pool,
+                loaded_at_startup=at_startup,
+                owned_archive_file=str(owned_file) if owned_file else None,
+            )
             self._registry.add(entry, make_default=self._wants_default(name, version))
         log.info("Registered model %s version %s from %s", name, version, req.url)
         workers = settings.min_workers
         if workers == 0:
-            return Answer(200, f'Model "{name}" Version: {version} registered with 0 initial workers. '
-                               "Use scale workers API to add workers for the model.")
+            return Answer(
+                200,
+                f'Model "{name}" Version: {version} registered with 0 initial workers. '
+                "Use scale workers API to add workers for the model.",
+            )
         if not req.synchronous:
             self._spawn(self._scale_quietly(entry, settings.min_workers, settings.max_workers))
             return Answer(202, "Processing worker updates...")
@@ -164,8 +210,16 @@ class ManagementService:
         per_model = self._config.model_settings(name, version)
         return bool(per_model and per_model.default_version)
 
-    def _settings(self, name: str, version: str, req: RegisterRequest, archive: ModelArchive,
-                  runtime: str | None, *, at_startup: bool) -> VersionSettings:
+    def _settings(
+        self,
+        name: str,
+        version: str,
+        req: RegisterRequest,
+        archive: ModelArchive,
+        runtime: str | None,
+        *,
+        at_startup: bool,
+    ) -> VersionSettings:
         cfg = self._config
         per_model = cfg.model_settings(name, version)
         yaml = archive.settings
@@ -182,27 +236,58 @@ class ManagementService:
             # Registration without initial_workers uses default_workers_per_model only when it was
             # configured explicitly (TorchServe's getConfiguredDefaultWorkersPerModel).
             default_workers = cfg.configured_default_workers_per_model
-        initial = req.initial_workers if req.initial_workers is not None and req.initial_workers >= 0 else None
-        min_workers = pick(initial, yaml.min_workers, per_model.min_workers if per_model else None, default_workers)
+        initial = (
+            req.initial_workers if req.initial_workers is not None and req.initial_workers >= 0 else None
+        )
+        min_workers = pick(
+            initial, yaml.min_workers, per_model.min_workers if per_model else None, default_workers
+        )
         max_default = max(min_workers, default_workers)
-        max_workers = pick(initial, yaml.max_workers, per_model.max_workers if per_model else None, max_default)
+        max_workers = pick(
+            initial, yaml.max_workers, per_model.max_workers if per_model else None, max_default
+        )
         max_workers = max(max_workers, min_workers)
         if max_workers > cfg.max_workers_per_model:
-            raise BadRequestError(f"Asked for {max_workers} workers; at most {cfg.max_workers_per_model} per model "
-                                  "are allowed (max_workers_per_model).")
+            raise BadRequestError(
+                f"Asked for {max_workers} workers; at most {cfg.max_workers_per_model} per model "
+                "are allowed (max_workers_per_model)."
+            )
         return VersionSettings(
             min_workers=min_workers,
             max_workers=max_workers,
-            batch_size=max(1, pick(req.batch_size, yaml.batch_size, per_model.batch_size if per_model else None,
-                                   cfg.batch_size)),
-            max_batch_delay_ms=max(0, pick(req.max_batch_delay, yaml.max_batch_delay,
-                                           per_model.max_batch_delay if per_model else None, cfg.max_batch_delay)),
-            response_timeout_s=pick(req.response_timeout, yaml.response_timeout,
-                                    per_model.response_timeout if per_model else None, cfg.default_response_timeout),
-            startup_timeout_s=pick(req.startup_timeout, yaml.startup_timeout,
-                                   per_model.startup_timeout if per_model else None, cfg.default_startup_timeout),
-            job_queue_size=pick(None, yaml.job_queue_size, per_model.job_queue_size if per_model else None,
-                                cfg.job_queue_size),
+            batch_size=max(
+                1,
+                pick(
+                    req.batch_size,
+                    yaml.batch_size,
+                    per_model.batch_size if per_model else None,
+                    cfg.batch_size,
+                ),
+            ),
+            max_batch_delay_ms=max(
+                0,
+                pick(
+                    req.max_batch_delay,
+                    yaml.max_batch_delay,
+                    per_model.max_batch_delay if per_model else None,
+                    cfg.max_batch_delay,
+                ),
+            ),
+            response_timeout_s=pick(
+                req.response_timeout,
+                yaml.response_timeout,
+                per_model.response_timeout if per_model else None,
+                cfg.default_response_timeout,
+            ),
+            startup_timeout_s=pick(
+                req.startup_timeout,
+                yaml.startup_timeout,
+                per_model.startup_timeout if per_model else None,
+                cfg.default_startup_timeout,
+            ),
+            job_queue_size=pick(
+                None, yaml.job_queue_size, per_model.job_queue_size if per_model else None, cfg.job_queue_size
+            ),
             runtime=runtime or (archive.manifest.runtime or "python").lower(),
             device_type=(yaml.device_type or "cpu"),
             handler=req.handler or archive.manifest.handler,
@@ -211,14 +296,21 @@ class ManagementService:
 
     def _pool_settings(self, s: VersionSettings) -> PoolSettings:
         return PoolSettings(
-            min_workers=s.min_workers, max_workers=s.max_workers, batch_size=s.batch_size,
-            max_batch_delay_ms=s.max_batch_delay_ms, response_timeout_s=s.response_timeout_s,
-            startup_timeout_s=s.startup_timeout_s, batching_mode=self._config.batching_mode,
+            min_workers=s.min_workers,
+            max_workers=s.max_workers,
+            batch_size=s.batch_size,
+            max_batch_delay_ms=s.max_batch_delay_ms,
+            response_timeout_s=s.response_timeout_s,
+            startup_timeout_s=s.startup_timeout_s,
+            batching_mode=self._config.batching_mode,
             restart_backoff_base_ms=self._config.restart_backoff_base_ms,
             max_restart_backoff_s=self._config.max_restart_backoff_s,
             # Both runtimes run the server's own interpreter: TorchServe runs a bare `python3`
             # from PATH for "python3", which fails whenever that python lacks the server package.
-            python=sys.executable, gpu_ids=(), max_response_bytes=self._config.max_response_size)
+            python=sys.executable,
+            gpu_ids=(),
+            max_response_bytes=self._config.max_response_size,
+        )
 
     def _metrics_sink(self, name: str, version: str) -> Callable[[list[MetricRecord]], None] | None:
         sink = self._on_metrics
@@ -228,8 +320,16 @@ class ManagementService:
 
     # -- scale ------------------------------------------------------------------------------------
 
-    async def scale(self, name: str, version: str | None, min_worker: int | None, max_worker: int | None,
-                    *, synchronous: bool, timeout_s: int | None = None) -> Answer:
+    async def scale(
+        self,
+        name: str,
+        version: str | None,
+        min_worker: int | None,
+        max_worker: int | None,
+        *,
+        synchronous: bool,
+        timeout_s: int | None = None,
+    ) -> Answer:
         entry = self._registry.get(name, version)
         minimum = 1 if min_worker is None else min_worker
         maximum = minimum if max_worker is None else max_worker
@@ -238,8 +338,10 @@ class ManagementService:
         if maximum < minimum:
             raise BadRequestError("max_worker cannot be less than min_worker.")
         if maximum > self._config.max_workers_per_model:
-            raise BadRequestError(f"Asked for {maximum} workers; at most {self._config.max_workers_per_model} "
-                                  "per model are allowed (max_workers_per_model).")
+            raise BadRequestError(
+                f"Asked for {maximum} workers; at most {self._config.max_workers_per_model} "
+                "per model are allowed (max_workers_per_model)."
+            )
         if not synchronous:
             self._spawn(self._scale_quietly(entry, minimum, maximum, timeout_s))
             return Answer(202, "Processing worker updates...")
@@ -251,8 +353,9 @@ class ManagementService:
         suffix = f", version: {version}" if version else ""
         return Answer(200, f"Workers scaled to {minimum} for model: {name}{suffix}")
 
-    async def _scale_quietly(self, entry: ModelVersion, minimum: int, maximum: int,
-                             timeout_s: int | None = None) -> None:
+    async def _scale_quietly(
+        self, entry: ModelVersion, minimum: int, maximum: int, timeout_s: int | None = None
+    ) -> None:
         try:
             await entry.pool.scale(minimum, maximum, wait=True, timeout_s=timeout_s)
         except WorkerStartError as exc:
@@ -267,10 +370,7 @@ class ManagementService:
 
     def describe(self, name: str, version: str | None) -> list[dict[str, object]]:
         """TorchServe's describe array (key order as emitted by TorchServe 0.12)."""
-        if version == "all":
-            entries = self._registry.versions(name)
-        else:
-            entries = [self._registry.get(name, version)]
+        entries = self._registry.versions(name) if version == "all" else [self._registry.get(name, version)]
         return [describe_version(e) for e in entries]
 
     async def customized_metadata(self, name: str, version: str | None) -> object:
@@ -297,7 +397,7 @@ class ManagementService:
         page = 100 if limit is None or limit < 0 or limit > 100 else limit
         start = 0 if next_page_token is None or next_page_token < 0 else next_page_token
         names = self._registry.names()
-        chosen = names[start:start + page]
+        chosen = names[start : start + page]
         models = [{"modelName": n, "modelUrl": self._registry.get(n).url} for n in chosen]
         document: dict[str, object] = {}
         if start + page < len(names) or (limit == 0 and start < len(names)):
@@ -327,7 +427,7 @@ class ManagementService:
         await entry.pool.close(grace_s)
         await asyncio.to_thread(entry.archive.cleanup)
         if entry.owned_archive_file:
-            Path(entry.owned_archive_file).unlink(missing_ok=True)
+            await asyncio.to_thread(Path(entry.owned_archive_file).unlink, missing_ok=True)
 
     async def close(self, grace_s: float) -> None:
         """Stop every model (server shutdown)."""
@@ -346,14 +446,30 @@ def describe_version(e: ModelVersion) -> dict[str, object]:
     s = e.settings
     stats = e.queue.statistics()
     return {
-        "modelName": e.name, "modelVersion": e.version, "modelUrl": e.url, "runtime": s.runtime,
-        "minWorkers": e.pool.settings.min_workers, "maxWorkers": e.pool.settings.max_workers,
-        "batchSize": s.batch_size, "maxBatchDelay": s.max_batch_delay_ms,
-        "responseTimeout": s.response_timeout_s, "startupTimeout": s.startup_timeout_s,
-        "maxRetryTimeoutInSec": 300, "clientTimeoutInMills": 0, "parallelType": "", "parallelLevel": 0,
-        "deviceType": s.device_type, "continuousBatching": False, "useJobTicket": False, "useVenv": False,
-        "stateful": False, "sequenceMaxIdleMSec": 0, "sequenceTimeoutMSec": 0, "maxNumSequence": 0,
-        "maxSequenceJobQueueSize": 0, "loadedAtStartup": e.loaded_at_startup,
+        "modelName": e.name,
+        "modelVersion": e.version,
+        "modelUrl": e.url,
+        "runtime": s.runtime,
+        "minWorkers": e.pool.settings.min_workers,
+        "maxWorkers": e.pool.settings.max_workers,
+        "batchSize": s.batch_size,
+        "maxBatchDelay": s.max_batch_delay_ms,
+        "responseTimeout": s.response_timeout_s,
+        "startupTimeout": s.startup_timeout_s,
+        "maxRetryTimeoutInSec": 300,
+        "clientTimeoutInMills": 0,
+        "parallelType": "",
+        "parallelLevel": 0,
+        "deviceType": s.device_type,
+        "continuousBatching": False,
+        "useJobTicket": False,
+        "useVenv": False,
+        "stateful": False,
+        "sequenceMaxIdleMSec": 0,
+        "sequenceTimeoutMSec": 0,
+        "maxNumSequence": 0,
+        "maxSequenceJobQueueSize": 0,
+        "loadedAtStartup": e.loaded_at_startup,
         "workers": e.pool.describe_workers(),
         "jobQueueStatus": {"remainingCapacity": stats.remaining, "pendingRequests": stats.pending},
     }

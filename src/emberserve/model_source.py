@@ -46,8 +46,12 @@ def validate_url_text(url: str) -> None:
     decoded = url
     for _ in range(3):  # double- and triple-encoded dots count too
         decoded = unquote(decoded)
-    if ".." in decoded.replace("\\", "/").split("/") or "/.." in decoded or "..\\" in decoded or \
-            decoded.startswith(".."):
+    if (
+        ".." in decoded.replace("\\", "/").split("/")
+        or "/.." in decoded
+        or "..\\" in decoded
+        or decoded.startswith("..")
+    ):
         raise ModelNotFoundError(f"Relative path is not allowed in url: {url}")
     if any(c in decoded for c in "\r\n\x00"):
         raise BadRequestError(f"Invalid characters in url: {url!r}")
@@ -63,7 +67,8 @@ def resolve_source(url: str, model_store: Path | None) -> ResolvedSource:
     if scheme in ("http", "https", "s3"):
         raise DownloadArchiveError(
             f"Failed to download archive from: {url}: downloading archives is not supported yet; "
-            "put the archive in the model store and register it by file name")
+            "put the archive in the model store and register it by file name"
+        )
     if scheme == "file":
         return _copy_file_url(url, model_store)
     if scheme and len(scheme) > 1:

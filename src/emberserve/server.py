@@ -53,8 +53,9 @@ class _Listener:
 class Server:
     """One Ember server. ``await Server(config).run()`` serves until asked to stop."""
 
-    def __init__(self, config: ServerConfig, *, on_ready: Callable[[], None] | None = None,
-                 console: bool = True) -> None:
+    def __init__(
+        self, config: ServerConfig, *, on_ready: Callable[[], None] | None = None, console: bool = True
+    ) -> None:
         self.config = config
         self._on_ready = on_ready
         self._console = console
@@ -93,8 +94,12 @@ class Server:
             loop.add_signal_handler(sig, self._on_signal, sig)
         limits = HttpLimits(max_body_bytes=cfg.max_request_size)
         await self._listen("inference", cfg.inference_address, InferenceApi(self.inference), limits)
-        await self._listen("management", cfg.management_address,
-                           ManagementApi(self.management, model_api_enabled=cfg.enable_model_api), limits)
+        await self._listen(
+            "management",
+            cfg.management_address,
+            ManagementApi(self.management, model_api_enabled=cfg.enable_model_api),
+            limits,
+        )
         if cfg.enable_metrics_api:
             await self._listen("metrics", cfg.metrics_address, MetricsApi(cfg.metrics_mode), limits)
         await self._start_grpc()
@@ -148,8 +153,11 @@ class Server:
     async def _drain(self, seconds: float) -> None:
         """Wait until no job is queued or running, or ``seconds`` pass."""
         if seconds > 0 and not await self.inference.wait_idle(seconds):
-            log.warning("Drain time (%ss) is over with %d requests still in flight: they get an error",
-                        seconds, self.inference.in_flight)
+            log.warning(
+                "Drain time (%ss) is over with %d requests still in flight: they get an error",
+                seconds,
+                self.inference.in_flight,
+            )
 
     # -- listeners --------------------------------------------------------------------------------
 
@@ -161,19 +169,32 @@ class Server:
             return HttpConnection(api, limits, _log_access, connections=connections)
 
         if address.scheme == "https":
-            raise ConfigError(f"{name}_address {address.url}: HTTPS listeners are not available yet; use http://")
+            raise ConfigError(
+                f"{name}_address {address.url}: HTTPS listeners are not available yet; use http://"
+            )
         try:
             if address.scheme == "unix":
                 server = await loop.create_unix_server(factory, address.path)
             else:
-                server = await loop.create_server(factory, address.host, address.port, reuse_address=True,
-                                                  family=socket.AF_UNSPEC, backlog=1024)
+                server = await loop.create_server(
+                    factory,
+                    address.host,
+                    address.port,
+                    reuse_address=True,
+                    family=socket.AF_UNSPEC,
+                    backlog=1024,
+                )
         except OSError as exc:
-            raise ConfigError(f"Cannot listen on {address.url} for the {name} API: {exc.strerror}. "
-                              f"Is another server running? Change {name}_address in config.properties.") from exc
+            raise ConfigError(
+                f"Cannot listen on {address.url} for the {name} API: {exc.strerror}. "
+                f"Is another server running? Change {name}_address in config.properties."
+            ) from exc
         if address.is_wildcard:
-            log.warning("The %s API listens on all interfaces (%s): anyone who can reach this machine can call it",
-                        name, address.url)
+            log.warning(
+                "The %s API listens on all interfaces (%s): anyone who can reach this machine can call it",
+                name,
+                address.url,
+            )
         self._listeners.append(_Listener(name, address, server, connections))
         log.info("%s API bound to %s", name.capitalize(), address.url)
 
@@ -193,7 +214,8 @@ class Server:
             name, _, url = spec.rpartition("=")
             try:
                 answer = await self.management.register(
-                    RegisterRequest(url=url, synchronous=True), at_startup=True, fixed_name=name or None)
+                    RegisterRequest(url=url, synchronous=True), at_startup=True, fixed_name=name or None
+                )
                 log.info("%s", answer.message)
             except ServerError as err:
                 log.error("Failed to load model %s at startup: %s", spec, err.message)
@@ -205,9 +227,13 @@ class Server:
         if specs in (["all"], ["ALL"]):
             if cfg.model_store is None:
                 return []
-            return sorted(p.name for p in cfg.model_store.iterdir()
-                          if p.suffix == ".mar" or p.name.endswith((".tar.gz", ".tgz")) or
-                          (p.is_dir() and (p / "MAR-INF" / "MANIFEST.json").is_file()))
+            return sorted(
+                p.name
+                for p in cfg.model_store.iterdir()
+                if p.suffix == ".mar"
+                or p.name.endswith((".tar.gz", ".tgz"))
+                or (p.is_dir() and (p / "MAR-INF" / "MANIFEST.json").is_file())
+            )
         return [s for s in specs if s and s not in ("standalone",)]
 
 
@@ -218,7 +244,9 @@ def _log_access(request: HttpRequest, status: int, elapsed_ms: float) -> None:
         access_log.info('%s "%s" %d %d', request.client, line, status, round(elapsed_ms))
 
 
-def run_server(config: ServerConfig, *, on_ready: Callable[[], None] | None = None, console: bool = True) -> int:
+def run_server(
+    config: ServerConfig, *, on_ready: Callable[[], None] | None = None, console: bool = True
+) -> int:
     """Run a server in this process until it stops; returns the process exit code."""
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: PLC0415 - optional speed-up, not needed for correctness
@@ -231,4 +259,3 @@ def run_server(config: ServerConfig, *, on_ready: Callable[[], None] | None = No
         print(f"Ember could not start: {err}")
         return ConfigError.exit_code
     return 0
-

@@ -63,7 +63,7 @@ def test_start_refuses_a_second_start_and_stop_stops(tmp_path: Path, echo_store:
     assert stopped.returncode == 0
     assert "Ember has stopped." in stopped.stdout
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    gone, alive = psutil.wait_procs(workers, timeout=10)
+    _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
     assert not pid_file.exists()
 

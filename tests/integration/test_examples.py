@@ -25,8 +25,9 @@ pytestmark = pytest.mark.torch
 def example_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("example_store")
     env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(EXAMPLES / "build.sh"), str(store)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "build.sh"), str(store)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "held-out accuracy" in done.stdout
     return store
@@ -46,8 +47,13 @@ def test_build_writes_both_archives_with_our_archiver(example_store: Path) -> No
 def test_the_real_torch_model_archiver_builds_the_same_examples(tmp_path: Path) -> None:
     archiver = Path(sys.executable).parent / "torch-model-archiver"
     env = {**os.environ, "PYTHON": sys.executable, "ARCHIVER": str(archiver)}
-    done = subprocess.run(["bash", str(EXAMPLES / "build.sh"), str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        ["bash", str(EXAMPLES / "build.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "digits.mar").is_file() and (tmp_path / "echo.mar").is_file()
 
@@ -57,8 +63,9 @@ def grey_png(ink_on_white: bool, size: int = 64) -> bytes:
     from PIL import Image, ImageDraw
 
     image = Image.new("L", (size, size), 255 if ink_on_white else 0)
-    ImageDraw.Draw(image).rectangle([size * 0.45, size * 0.1, size * 0.58, size * 0.9],
-                                    fill=0 if ink_on_white else 255)
+    ImageDraw.Draw(image).rectangle(
+        [size * 0.45, size * 0.1, size * 0.58, size * 0.9], fill=0 if ink_on_white else 255
+    )
     out = io.BytesIO()
     image.convert("RGB").save(out, format="PNG")
     return out.getvalue()
@@ -67,8 +74,12 @@ def grey_png(ink_on_white: bool, size: int = 64) -> bytes:
 def test_readme_walkthrough_against_a_real_server(tmp_path: Path, example_store: Path) -> None:
     with EmberServer(tmp_path, example_store, models=["digits=digits.mar", "echo=echo.mar"]) as server:
         seven = (EXAMPLES / "digits" / "seven.png").read_bytes()
-        raw = httpx.put(server.inference_url + "/predictions/digits", content=seven,
-                        headers={"Expect": "100-continue"}, timeout=30)
+        raw = httpx.put(
+            server.inference_url + "/predictions/digits",
+            content=seven,
+            headers={"Expect": "100-continue"},
+            timeout=30,
+        )
         assert raw.status_code == 200, raw.text
         top = raw.json()
         assert list(top)[0] == "7"
@@ -85,8 +96,11 @@ def test_readme_walkthrough_against_a_real_server(tmp_path: Path, example_store:
             bar = httpx.post(server.inference_url + "/predictions/digits", content=grey_png(ink_on_white))
             assert list(bar.json())[0] == "1", bar.text
 
-        echo = httpx.post(server.inference_url + "/predictions/echo", content=b"hello",
-                          headers={"Content-Type": "text/plain"})
+        echo = httpx.post(
+            server.inference_url + "/predictions/echo",
+            content=b"hello",
+            headers={"Content-Type": "text/plain"},
+        )
         assert echo.text == "hello"
 
         not_an_image = httpx.post(server.inference_url + "/predictions/digits", content=b"plain text")

@@ -31,8 +31,12 @@ def describe(server: EmberServer, name: str) -> list[dict[str, object]]:
 def test_models_all_loads_every_archive_with_default_workers(tmp_path: Path, two_model_store: Path) -> None:
     with EmberServer(tmp_path, two_model_store, models=["all"]) as server:
         listing = httpx.get(server.management_url + "/models").json()
-        assert listing == {"models": [{"modelName": "echo", "modelUrl": "echo.mar"},
-                                      {"modelName": "second", "modelUrl": "second.mar"}]}
+        assert listing == {
+            "models": [
+                {"modelName": "echo", "modelUrl": "echo.mar"},
+                {"modelName": "second", "modelUrl": "second.mar"},
+            ]
+        }
         [second] = describe(server, "second")
         assert second["modelVersion"] == "2.0"
         assert second["loadedAtStartup"] is True
@@ -57,8 +61,9 @@ def test_load_models_key_in_config_properties(tmp_path: Path, two_model_store: P
         assert names == ["second"]
 
 
-def test_a_missing_startup_model_is_logged_and_the_server_still_serves(tmp_path: Path,
-                                                                      two_model_store: Path) -> None:
+def test_a_missing_startup_model_is_logged_and_the_server_still_serves(
+    tmp_path: Path, two_model_store: Path
+) -> None:
     with EmberServer(tmp_path, two_model_store, models=["missing.mar", "echo.mar"]) as server:
         names = [m["modelName"] for m in httpx.get(server.management_url + "/models").json()["models"]]
         assert names == ["echo"]

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from emberserve.http.connection import HttpConnection, HttpLimits, HttpRequest, HttpResponse, StreamingResponse
+from emberserve.http.connection import (
+    HttpConnection,
+    HttpLimits,
+    HttpRequest,
+    HttpResponse,
+    StreamingResponse,
+)
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse | StreamingResponse]]
 
@@ -19,20 +25,24 @@ async def echo(request: HttpRequest) -> HttpResponse | StreamingResponse:
     if request.path == "/empty-phrase":
         return HttpResponse(200, b"y", [], "")
     if request.path == "/stream":
+
         async def chunks() -> AsyncIterator[bytes]:
             for part in (b"part0 ", b"part1 ", b"final"):
                 yield part
+
         return StreamingResponse(200, chunks())
     if request.path == "/slow":
         await asyncio.sleep(0.05)
     return HttpResponse(200, f"{request.method} {request.path} {len(request.body)}".encode(), [])
 
 
-async def exchange(raw: bytes, handler: Handler = echo, limits: HttpLimits | None = None,
-                   read_until_close: bool = True) -> bytes:
+async def exchange(
+    raw: bytes, handler: Handler = echo, limits: HttpLimits | None = None, read_until_close: bool = True
+) -> bytes:
     limits = limits or HttpLimits(max_body_bytes=100, max_header_count=10, keep_alive_timeout=5)
-    server = await asyncio.get_running_loop().create_server(lambda: HttpConnection(handler, limits),
-                                                            "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(
+        lambda: HttpConnection(handler, limits), "127.0.0.1", 0
+    )
     port = server.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -50,9 +60,11 @@ def run(coro: Awaitable[bytes]) -> bytes:
 
 
 def test_pipelined_requests_are_answered_in_order() -> None:
-    raw = (b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-           b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
-           b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = (
+        b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     data = run(exchange(raw))
     bodies = re.findall(rb"(?:POST|GET) /\w+ \d+", data)
     assert bodies == [b"POST /slow 3", b"GET /b 0", b"GET /c 0"]
@@ -61,8 +73,12 @@ def test_pipelined_requests_are_answered_in_order() -> None:
 
 
 def test_reason_phrases_are_exactly_what_the_handler_chose() -> None:
-    data = run(exchange(b"GET /phrase HTTP/1.1\r\nHost: x\r\n\r\nGET /empty-phrase HTTP/1.1\r\nHost: x\r\n"
-                        b"Connection: close\r\n\r\n"))
+    data = run(
+        exchange(
+            b"GET /phrase HTTP/1.1\r\nHost: x\r\n\r\nGET /empty-phrase HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+    )
     assert data.startswith(b"HTTP/1.1 299 Custom Phrase\r\n")
     assert b"HTTP/1.1 200 \r\n" in data
 
@@ -76,20 +92,30 @@ def test_content_length_over_the_limit_is_413_before_the_body() -> None:
 
 def test_exactly_the_limit_is_accepted() -> None:
     body = b"a" * 100
-    data = run(exchange(b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n" + body))
+    data = run(
+        exchange(b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100\r\n\r\n" + body)
+    )
     assert data.startswith(b"HTTP/1.1 200 OK")
     assert data.endswith(b"POST /x 100")
 
 
 def test_chunked_request_body_over_the_limit_is_413() -> None:
     chunk = b"40\r\n" + b"a" * 64 + b"\r\n"
-    data = run(exchange(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"))
+    data = run(
+        exchange(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"
+        )
+    )
     assert data.startswith(b"HTTP/1.1 413")
 
 
 def test_chunked_request_body_is_reassembled() -> None:
-    data = run(exchange(b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"))
+    data = run(
+        exchange(
+            b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+    )
     assert data.endswith(b"POST /x 5")
 
 
@@ -117,8 +143,12 @@ def test_handler_crash_is_a_500_json_and_connection_survives() -> None:
             raise RuntimeError("secret /etc/path")
         return HttpResponse(200, b"fine", [])
 
-    data = run(exchange(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                        boom))
+    data = run(
+        exchange(
+            b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\nGET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            boom,
+        )
+    )
     assert data.startswith(b"HTTP/1.1 500")
     assert b"secret" not in data
     assert data.endswith(b"fine")
@@ -139,12 +169,15 @@ def test_http10_closes_after_the_answer(version: bytes) -> None:
 def test_expect_100_continue_gets_an_interim_answer_before_the_body() -> None:
     async def scenario() -> bytes:
         limits = HttpLimits(max_body_bytes=100)
-        server = await asyncio.get_running_loop().create_server(lambda: HttpConnection(echo, limits),
-                                                                "127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: HttpConnection(echo, limits), "127.0.0.1", 0
+        )
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
-                     b"Connection: close\r\n\r\n")
+        writer.write(
+            b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n"
+        )
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
         writer.write(b"abc")
         rest = await asyncio.wait_for(reader.read(-1), 2)

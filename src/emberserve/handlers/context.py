@@ -63,7 +63,7 @@ class RequestProcessor:
 class Context:
     """What a handler knows about its model and the current batch (TorchServe's ``Context``)."""
 
-    def __init__(  # noqa: PLR0917 - TorchServe's positional signature
+    def __init__(
         self,
         model_name: str,
         model_dir: str,

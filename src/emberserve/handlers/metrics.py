@@ -280,7 +280,7 @@ class MetricCacheAbstract(abc.ABC):
                 dims.append(Dimension("Level", "Model"))
         return dims
 
-    def _record(  # noqa: PLR0917 - TorchServe's positional signature
+    def _record(
         self,
         name: str,
         value: float,
@@ -294,7 +294,7 @@ class MetricCacheAbstract(abc.ABC):
         metric = self._get_or_add_metric(name, unit, dims, metric_type)
         metric.add_or_update(value, [d.value for d in dims], req_id)
 
-    def add_metric(  # noqa: PLR0917 - TorchServe's positional signature
+    def add_metric(
         self,
         name: str,
         value: float,
@@ -312,7 +312,7 @@ class MetricCacheAbstract(abc.ABC):
         """Increment a counter (unit ``Count``)."""
         self._record(name, value, "count", idx, dimensions, MetricTypes.COUNTER)
 
-    def add_time(  # noqa: PLR0917 - TorchServe's positional signature
+    def add_time(
         self,
         name: str,
         value: float,
@@ -326,7 +326,7 @@ class MetricCacheAbstract(abc.ABC):
             raise MetricsCacheValueError("the unit for a timed metric should be one of ['ms', 's']")
         self._record(name, value, unit, idx, dimensions, metric_type)
 
-    def add_size(  # noqa: PLR0917 - TorchServe's positional signature
+    def add_size(
         self,
         name: str,
         value: float,

@@ -245,7 +245,8 @@ class HttpConnection(asyncio.Protocol):
             # TorchServe answers 413 with an empty body and only content-length (Netty's aggregator).
             raise _AbortError(HttpResponse(413, b"", [("content-length", "0")], close=True))
         if self._transport is not None and any(
-                k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers):
+            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers
+        ):
             # curl -T and many clients wait (curl: 1 s) for this interim answer before the body.
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._early_check is not None:

@@ -90,9 +90,12 @@ class _PartCollector:
 def _multipart_inputs(boundary: bytes, body: bytes) -> list[Input]:
     collector = _PartCollector()
     callbacks = {
-        "on_part_begin": collector.on_part_begin, "on_part_data": collector.on_part_data,
-        "on_part_end": collector.on_part_end, "on_header_field": collector.on_header_field,
-        "on_header_value": collector.on_header_value, "on_header_end": collector.on_header_end,
+        "on_part_begin": collector.on_part_begin,
+        "on_part_data": collector.on_part_data,
+        "on_part_end": collector.on_part_end,
+        "on_header_field": collector.on_header_field,
+        "on_header_value": collector.on_header_value,
+        "on_header_end": collector.on_header_end,
         "on_end": collector.on_end,
     }
     parser = MultipartParser(boundary, callbacks, max_header_count=64)  # type: ignore[arg-type]

@@ -55,8 +55,11 @@ class InferenceApi:
         head = segments[0]
         if head == "ping" and len(segments) == 1:
             healthy = self._service.healthy()
-            return json_response(200 if healthy else 500, {"status": "Healthy" if healthy else "Unhealthy"},
-                                 request_id=request_id)
+            return json_response(
+                200 if healthy else 500,
+                {"status": "Healthy" if healthy else "Unhealthy"},
+                request_id=request_id,
+            )
         if head in ("predictions", "explanations") and len(segments) >= 2:
             version = segments[2] if len(segments) > 2 else None
             url_path = "/".join(segments[3:])
@@ -65,7 +68,12 @@ class InferenceApi:
             return await self._predict(request, request_id, segments[1], version, kind, extra)
         if head == "v1" and len(segments) == 3 and segments[1] == "models":
             return await self._kserve_v1(request, request_id, segments[2])
-        if head == "v2" and len(segments) == 4 and segments[1] == "models" and segments[3] in ("infer", "explain"):
+        if (
+            head == "v2"
+            and len(segments) == 4
+            and segments[1] == "models"
+            and segments[3] in ("infer", "explain")
+        ):
             kind = "explain" if segments[3] == "explain" else "predict"
             extra = [("explain", "True" if kind == "explain" else "False")]
             return await self._predict(request, request_id, segments[2], None, kind, extra)
@@ -79,19 +87,23 @@ class InferenceApi:
         del method
         raise NotFoundError(NOT_FOUND)
 
-    async def _kserve_v1(self, request: HttpRequest, request_id: str, target: str) -> HttpResponse | StreamingResponse:
+    async def _kserve_v1(
+        self, request: HttpRequest, request_id: str, target: str
+    ) -> HttpResponse | StreamingResponse:
         name, _, verb = target.partition(":")
         if not verb:
             if request.method != "GET":
                 raise MethodNotAllowedError(NOT_ALLOWED)
             entry = self._service.lookup(name, None)
-            return json_response(200, {"name": entry.name, "ready": entry.pool.live_workers > 0},
-                                 request_id=request_id)
+            return json_response(
+                200, {"name": entry.name, "ready": entry.pool.live_workers > 0}, request_id=request_id
+            )
         if verb not in ("predict", "explain"):
             raise NotFoundError(NOT_FOUND)
         kind: RequestKind = "explain" if verb == "explain" else "predict"
-        return await self._predict(request, request_id, name, None, kind,
-                                   [("explain", "True" if kind == "explain" else "False")])
+        return await self._predict(
+            request, request_id, name, None, kind, [("explain", "True" if kind == "explain" else "False")]
+        )
 
     async def _invocations(self, request: HttpRequest, request_id: str) -> HttpResponse | StreamingResponse:
         params = form_inputs(request.query)
@@ -101,9 +113,17 @@ class InferenceApi:
         inputs = params + body_inputs(request.header("content-type"), request.body)
         return await self._predict(request, request_id, names[-1], None, "predict", [], inputs=inputs)
 
-    async def _predict(self, request: HttpRequest, request_id: str, name: str, version: str | None,
-                       kind: RequestKind, extra_headers: list[tuple[str, str]],
-                       inputs: list[Input] | None = None) -> HttpResponse | StreamingResponse:
+    async def _predict(
+        self,
+        request: HttpRequest,
+        request_id: str,
+        name: str,
+        version: str | None,
+        kind: RequestKind,
+        extra_headers: list[tuple[str, str]],
+        *,
+        inputs: list[Input] | None = None,
+    ) -> HttpResponse | StreamingResponse:
         entry = self._service.lookup(name, version)
         if inputs is None:
             inputs = body_inputs(request.header("content-type"), request.body)
@@ -127,12 +147,17 @@ class InferenceApi:
         chunk = first_chunk.result()
         assert chunk is not None
         task.add_done_callback(lambda _t: chunks.put_nowait(None))
-        return StreamingResponse(chunk.status, _stream(chunk, chunks, task),
-                                 _result_headers(chunk, job_request.request_id), chunk.phrase)
+        return StreamingResponse(
+            chunk.status,
+            _stream(chunk, chunks, task),
+            _result_headers(chunk, job_request.request_id),
+            chunk.phrase,
+        )
 
 
-async def _stream(first: Result, chunks: asyncio.Queue[Result | None],
-                  task: asyncio.Future[Result]) -> AsyncIterator[bytes]:
+async def _stream(
+    first: Result, chunks: asyncio.Queue[Result | None], task: asyncio.Future[Result]
+) -> AsyncIterator[bytes]:
     """Intermediate bodies in order, then the final one (an error ends the stream early)."""
     yield first.body
     while True:

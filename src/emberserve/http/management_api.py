@@ -1,11 +1,11 @@
 """The management API (port 8081): TorchServe's routes and answers (reference §4).
 
-    GET    /models                                  list (limit, next_page_token)
-    POST   /models                                  register (query parameters or a JSON body)
-    GET    /models/{m}[/{v}|/all][?customized=true] describe
-    PUT    /models/{m}[/{v}]                         scale workers
-    DELETE /models/{m}[/{v}]                         unregister
-    PUT    /models/{m}/{v}/set-default               set the default version
+GET    /models                                  list (limit, next_page_token)
+POST   /models                                  register (query parameters or a JSON body)
+GET    /models/{m}[/{v}|/all][?customized=true] describe
+PUT    /models/{m}[/{v}]                         scale workers
+DELETE /models/{m}[/{v}]                         unregister
+PUT    /models/{m}/{v}/set-default               set the default version
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from emberserve.management import ManagementService, RegisterRequest
 
 log = logging.getLogger("emberserve.management")
 
-MODEL_API_OFF = ("Model API is disabled: registering and unregistering models is off by default. "
-                 "Start Ember with --enable-model-api or set enable_model_api=true in config.properties.")
+MODEL_API_OFF = (
+    "Model API is disabled: registering and unregistering models is off by default. "
+    "Start Ember with --enable-model-api or set enable_model_api=true in config.properties."
+)
 
 
 def _int(params: Mapping[str, object], key: str) -> int | None:
@@ -119,8 +121,13 @@ class ManagementApi:
             return json_response(200, self._service.describe(name, version), request_id=rid)
         if method == "PUT":
             answer = await self._service.scale(
-                name, version, _int(params, "min_worker"), _int(params, "max_worker"),
-                synchronous=_bool(params, "synchronous", False), timeout_s=_int(params, "timeout"))
+                name,
+                version,
+                _int(params, "min_worker"),
+                _int(params, "max_worker"),
+                synchronous=_bool(params, "synchronous", False),
+                timeout_s=_int(params, "timeout"),
+            )
             return status_response(answer.status, answer.message, request_id=rid)
         if method == "DELETE":
             if not self._model_api_enabled:

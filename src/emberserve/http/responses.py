@@ -34,10 +34,19 @@ def json_body(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def json_response(status: int, document: Any, *, request_id: str | None = None,
-                  phrase: str | None = None, close: bool = False) -> HttpResponse:
-    headers = [("content-type", "application/json"), ("x-request-id", request_id or new_request_id()),
-               *CACHE_HEADERS]
+def json_response(
+    status: int,
+    document: Any,
+    *,
+    request_id: str | None = None,
+    phrase: str | None = None,
+    close: bool = False,
+) -> HttpResponse:
+    headers = [
+        ("content-type", "application/json"),
+        ("x-request-id", request_id or new_request_id()),
+        *CACHE_HEADERS,
+    ]
     return HttpResponse(status, json_body(document), headers, phrase, close)
 
 
