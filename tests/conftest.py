@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE_MODELS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "torchserve" / "models-src"
+#: The handlers the TorchServe reference answers were recorded with (see its README).
+REFERENCE_MODELS = Path(__file__).resolve().parent / "reference_models"
 
 ECHO_HANDLER = '''
 def handle(data, context):

@@ -1,7 +1,7 @@
 """A real worker process, driven over its socketpair with TorchServe's unmodified reference handlers.
 
-The reference models (``shared/reference/torchserve/models-src``) are archived with the real
-``torch-model-archiver`` (``--archive-format no-archive``) exactly as ``build_mars.sh`` does, so
+The reference models (``tests/reference_models``) are archived with the real
+``torch-model-archiver`` (``--archive-format no-archive``) exactly as the reference recording did, so
 the worker sees the same files and MANIFEST as TorchServe would.
 """
 
