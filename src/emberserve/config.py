@@ -13,9 +13,15 @@ read ``TS_CONFIG_FILE`` first and only fall back to ``--ts-config`` when it is u
 ==== =========================================== ===========================================
  1    ``TS_CONFIG_FILE`` environment variable      ConfigError (TorchServe exits: "not found")
  2    ``--ts-config FILE``                         ConfigError
- 3    ``config.properties`` in the working dir     skipped
- 4    built-in defaults                            —
+ 3    the newest valid snapshot in                 skipped (also with ``--ncs``); an invalid
+      ``<LOG_LOCATION or ./logs>/config/``         newer one is skipped with a warning
+ 4    ``config.properties`` in the working dir     skipped
+ 5    built-in defaults                            —
 ==== =========================================== ===========================================
+
+A file with a ``model_snapshot`` key (a snapshot, found by row 3 or named by rows 1–2) restores its
+models; ``load_models`` and ``--models`` are then ignored, as in TorchServe (see
+:mod:`emberserve.snapshot`).
 
 Where each value comes from (later rows override earlier ones, as in ``ConfigManager``'s
 constructor, which applies the CLI *before* the environment — TorchServe's docs say the same:
@@ -121,6 +127,7 @@ from emberserve.config_keys import (
     parse_models_json,
 )
 from emberserve.errors import ConfigError
+from emberserve.snapshot import latest_valid_snapshot
 from emberserve.workers.env import build_worker_env
 
 __all__ = [
@@ -313,6 +320,10 @@ class ServerConfig:
     log_config: Path | None = None
     snapshots_enabled: bool = True
     source_file: Path | None = None
+    #: The config file's values as written there (``$$VAR$$`` unresolved): what snapshots record.
+    file_properties: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), repr=False, compare=False
+    )
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     #: The environment the server was started with (``None`` = this process's); workers inherit it.
     environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
@@ -347,6 +358,8 @@ class ServerConfig:
             if source == "default":
                 continue
             value = getattr(self, f.name)
+            if f.name == "model_snapshot":
+                continue  # a long JSON document; the server logs the restore instead
             rows.append((f.name, _MASK if _is_secret(f.name) and value else _printable(value), source))
         return rows
 
@@ -425,7 +438,7 @@ def load_config(
     """
     cwd = cwd.absolute()
     source_file = _locate_config_file(cli, environ, cwd)
-    raw: dict[str, _Raw] = _read_properties(source_file, environ) if source_file else {}
+    raw, file_properties = _read_properties(source_file, environ) if source_file else ({}, {})
     _apply_cli(raw, cli)
     if _flag(raw, "enable_envvars_config", cwd):
         _apply_environment(raw, environ, use_env_allowed_urls=_flag(raw, "use_env_allowed_urls", cwd))
@@ -451,12 +464,13 @@ def load_config(
     return ServerConfig(
         **values,
         source_file=source_file,
+        file_properties=MappingProxyType(file_properties),
         sources=MappingProxyType(full_sources),
         environ=MappingProxyType(dict(environ)),
     )
 
 
-_META_FIELDS = frozenset({"source_file", "sources", "environ"})
+_META_FIELDS = frozenset({"source_file", "file_properties", "sources", "environ"})
 
 
 def _locate_config_file(cli: CliOptions, environ: Mapping[str, str], cwd: Path) -> Path | None:
@@ -469,6 +483,12 @@ def _locate_config_file(cli: CliOptions, environ: Mapping[str, str], cwd: Path) 
         return _existing_file(from_env, cwd, "TS_CONFIG_FILE")
     if cli.ts_config:
         return _existing_file(cli.ts_config, cwd, "--ts-config")
+    if not cli.no_config_snapshots:
+        # TorchServe's ConfigManager: without a named file, the last snapshot is the configuration.
+        logs = environ.get("LOG_LOCATION")
+        snapshot = latest_valid_snapshot((cwd / logs if logs else cwd / "logs") / "config")
+        if snapshot is not None:
+            return snapshot.resolve()
     local = cwd / "config.properties"
     return local.resolve() if local.is_file() else None
 
@@ -480,7 +500,7 @@ def _existing_file(name: str, cwd: Path, what: str) -> Path:
     return path
 
 
-def _read_properties(path: Path, environ: Mapping[str, str]) -> dict[str, _Raw]:
+def _read_properties(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, _Raw], dict[str, str]]:
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_FILE_BYTES + 1)
@@ -494,18 +514,20 @@ def _read_properties(path: Path, environ: Mapping[str, str]) -> dict[str, _Raw]:
         text = data.decode("latin-1")
     source = f"file {path}"
     raw: dict[str, _Raw] = {}
+    texts: dict[str, str] = {}
     try:
         for element in javaproperties.parse(text):
             if not isinstance(element, javaproperties.KeyValue):
                 continue
             if element.key in raw:
                 log.warning("%s: %s is set more than once; the last value is used", path, element.key)
+            texts[element.key] = element.value
             raw[element.key] = _Raw(
                 _substitute_environment(element.key, element.value, environ, source), source
             )
     except javaproperties.InvalidUEscapeError as exc:
         raise ConfigError(f"Config file {path}: invalid \\u escape {exc.escape!r}") from exc
-    return raw
+    return raw, texts
 
 
 def _substitute_environment(key: str, value: str, environ: Mapping[str, str], source: str) -> str:

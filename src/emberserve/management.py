@@ -33,6 +33,7 @@ from emberserve.errors import (
 from emberserve.inference import InferenceService, new_request_id, no_worker_error
 from emberserve.model_source import resolve_source
 from emberserve.registry import ModelRegistry, ModelVersion, VersionSettings
+from emberserve.snapshot import SnapshotModel
 from emberserve.workers.pool import PoolSettings, WorkerPool, WorkerStartError
 from emberserve.workers.protocol import LoadModel, MetricRecord, Request
 
@@ -87,12 +88,15 @@ class ManagementService:
         inference: InferenceService,
         work_dir: Path,
         on_metrics: Callable[[str, str, list[MetricRecord]], None] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
         self._inference = inference
         self._work_dir = work_dir
         self._on_metrics = on_metrics
+        #: Called after every change of what is registered or how it is scaled (config snapshots).
+        self._on_change = on_change
         self._worker_ids = iter(range(config.initial_worker_port, 1 << 31))
         self._background: set[asyncio.Task[None]] = set()
 
@@ -189,6 +193,8 @@ class ManagementService:
             )
             self._registry.add(entry, make_default=self._wants_default(name, version))
         log.info("Registered model %s version %s from %s", name, version, req.url)
+        if not at_startup:
+            self._changed()
         workers = settings.min_workers
         if workers == 0:
             return Answer(
@@ -344,12 +350,15 @@ class ManagementService:
             )
         if not synchronous:
             self._spawn(self._scale_quietly(entry, minimum, maximum, timeout_s))
+            self._changed()  # the pool took the new target at once
             return Answer(202, "Processing worker updates...")
         try:
             await entry.pool.scale(minimum, maximum, wait=True, timeout_s=timeout_s)
         except WorkerStartError as exc:
+            self._changed()
             log.error("Failed to start workers for model %s: %s", name, exc)
             raise InternalServerError(f"Failed to start workers for model {name} version: {version}") from exc
+        self._changed()
         suffix = f", version: {version}" if version else ""
         return Answer(200, f"Workers scaled to {minimum} for model: {name}{suffix}")
 
@@ -410,6 +419,7 @@ class ManagementService:
     async def set_default(self, name: str, version: str) -> Answer:
         async with self._registry.lock(name):
             self._registry.set_default(name, version)
+        self._changed()
         return Answer(200, f'Default version successfully updated for model "{name}" to "{version}"')
 
     async def unregister(self, name: str, version: str | None) -> Answer:
@@ -418,15 +428,20 @@ class ManagementService:
             if self._registry.is_default(entry) and len(self._registry.versions(name)) > 1:
                 raise InvalidModelVersionError(f"Cannot remove default version for model {name}")
             self._registry.remove(entry)
+        self._changed()
         await self._retire(entry, self._config.unregister_model_timeout)
         log.info("Unregistered model %s version %s", name, entry.version)
         return Answer(200, f'Model "{name}" unregistered')
 
-    async def _retire(self, entry: ModelVersion, grace_s: float) -> None:
-        """Stop a version that is no longer reachable: queued jobs finish or fail, workers stop."""
+    async def _retire(self, entry: ModelVersion, grace_s: float, *, unregistered: bool = True) -> None:
+        """Stop a version that is no longer reachable: queued jobs finish or fail, workers stop.
+
+        An archive this server put into the model store (``file://`` copy, download) is deleted
+        when the version is unregistered, and kept at shutdown: the snapshot restores from it.
+        """
         await entry.pool.close(grace_s)
         await asyncio.to_thread(entry.archive.cleanup)
-        if entry.owned_archive_file:
+        if unregistered and entry.owned_archive_file:
             await asyncio.to_thread(Path(entry.owned_archive_file).unlink, missing_ok=True)
 
     async def close(self, grace_s: float) -> None:
@@ -436,10 +451,68 @@ class ManagementService:
         entries = list(self._registry.all_versions())
         for entry in entries:
             self._registry.remove(entry)
-        await asyncio.gather(*(self._retire(e, grace_s) for e in entries), return_exceptions=True)
+        await asyncio.gather(
+            *(self._retire(e, grace_s, unregistered=False) for e in entries), return_exceptions=True
+        )
 
     def entries(self) -> Iterator[ModelVersion]:
         return self._registry.all_versions()
+
+    # -- snapshots --------------------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def snapshot_models(self) -> list[SnapshotModel]:
+        """Every registered version as a config snapshot records it."""
+        out: list[SnapshotModel] = []
+        for e in self._registry.all_versions():
+            pool = e.pool.settings
+            out.append(
+                SnapshotModel(
+                    name=e.name,
+                    version=e.version,
+                    # What a restart can register again: the file this server put into the store,
+                    # else the url as given (a store file name or a remote URL).
+                    mar_name=Path(e.owned_archive_file).name if e.owned_archive_file else e.url,
+                    default_version=self._registry.is_default(e),
+                    min_workers=pool.min_workers,
+                    max_workers=pool.max_workers,
+                    batch_size=e.settings.batch_size,
+                    max_batch_delay=e.settings.max_batch_delay_ms,
+                    response_timeout=e.settings.response_timeout_s,
+                    startup_timeout=e.settings.startup_timeout_s,
+                )
+            )
+        return out
+
+    async def restore(self, models: list[SnapshotModel]) -> None:
+        """Register what a snapshot recorded (server start); a version that fails is logged and skipped."""
+        defaults: dict[str, str] = {}
+        for m in models:
+            request = RegisterRequest(
+                url=m.mar_name,
+                batch_size=m.batch_size,
+                max_batch_delay=m.max_batch_delay,
+                initial_workers=m.min_workers,
+                response_timeout=m.response_timeout,
+                startup_timeout=m.startup_timeout,
+            )
+            try:
+                answer = await self.register(request, at_startup=True, fixed_name=m.name)
+                entry = self._registry.get(m.name, m.version)
+                if m.max_workers != m.min_workers:
+                    await entry.pool.scale(m.min_workers, m.max_workers, wait=False)
+            except ServerError as err:
+                log.error("Snapshot: cannot restore model %s version %s: %s", m.name, m.version, err.message)
+                continue
+            log.info("Snapshot: %s", answer.message)
+            if m.default_version:
+                defaults[m.name] = m.version
+        for name, version in defaults.items():
+            async with self._registry.lock(name):
+                self._registry.set_default(name, version)
 
 
 def describe_version(e: ModelVersion) -> dict[str, object]:

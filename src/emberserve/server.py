@@ -1,12 +1,13 @@
 """The composition root: build everything from a :class:`ServerConfig`, run, shut down in order.
 
 Startup: logging → private work dir → registry and services → listeners (inference, management,
-metrics) → models named by ``load_models``. Listeners open before models load so probes get an
-honest "not ready yet" instead of a refused connection.
+metrics) → models of the config snapshot, else those named by ``load_models`` → startup snapshot.
+Listeners open before models load so probes get an honest "not ready yet" instead of a refused
+connection.
 
 Shutdown (SIGTERM, SIGINT or :meth:`Server.request_stop`): stop accepting connections, let
-in-flight and queued requests finish for up to ``drain_timeout`` seconds, stop every worker
-(process groups), remove the work dir. A second signal skips the drain.
+in-flight and queued requests finish for up to ``drain_timeout`` seconds, write the shutdown
+snapshot, stop every worker (process groups), remove the work dir. A second signal skips the drain.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from emberserve.inference import InferenceService
 from emberserve.logs import configure_logging
 from emberserve.management import ManagementService, RegisterRequest
 from emberserve.registry import ModelRegistry
+from emberserve.snapshot import Kind, SnapshotWriter, parse_model_snapshot
 
 if TYPE_CHECKING:
     from emberserve.grpc import GrpcServers
@@ -67,6 +69,9 @@ class Server:
         self.inference = InferenceService(self.registry)
         self.management: ManagementService | None = None
         self._grpc: GrpcServers | None = None
+        self._snapshots: SnapshotWriter | None = None
+        if config.snapshots_enabled:
+            self._snapshots = SnapshotWriter(config.snapshot_dir, config.file_properties, config.source_file)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -88,7 +93,13 @@ class Server:
             log.info("Setting %s = %s (from %s)", key, value, source)
         self._work_dir = Path(tempfile.mkdtemp(prefix="ember-"))
         (self._work_dir / "models").mkdir(mode=0o700)
-        self.management = ManagementService(cfg, self.registry, self.inference, self._work_dir / "models")
+        self.management = ManagementService(
+            cfg,
+            self.registry,
+            self.inference,
+            self._work_dir / "models",
+            on_change=lambda: self._snapshot("snapshot"),
+        )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
@@ -140,6 +151,8 @@ class Server:
             await grpc.stop(0)
             await grpc_stop
         if self.management is not None:
+            if self.inference.startup_done:  # a failed start has nothing worth restoring
+                self._snapshot("shutdown")
             await self.management.close(0.0 if self._fast_stop else 5.0)
         for listener in self._listeners:
             for conn in list(listener.connections):
@@ -208,8 +221,29 @@ class Server:
 
     # -- startup models ---------------------------------------------------------------------------
 
+    def _snapshot(self, kind: Kind) -> None:
+        if self._snapshots is None or self.management is None:
+            return
+        try:
+            path = self._snapshots.write(kind, self.management.snapshot_models())
+        except OSError as exc:  # e.g. a full disk: the previous snapshots stay valid
+            log.warning("Could not write the %s config snapshot: %s", kind, exc)
+            return
+        log.info("Config snapshot written: %s", path)
+
     async def _load_startup_models(self) -> None:
         assert self.management is not None
+        if self.config.model_snapshot is not None:
+            # Restoring a snapshot replaces load_models and --models, as in TorchServe.
+            log.info("Restoring the configuration and models of snapshot %s", self.config.source_file)
+            try:
+                models = parse_model_snapshot(self.config.model_snapshot)
+            except ValueError as exc:
+                raise ConfigError(f"model_snapshot in {self.config.source_file}: {exc}") from None
+            await self.management.restore(models)
+            self.inference.startup_done = True
+            self._snapshot("startup")
+            return
         for spec in self._startup_specs():
             name, _, url = spec.rpartition("=")
             try:
@@ -220,6 +254,7 @@ class Server:
             except ServerError as err:
                 log.error("Failed to load model %s at startup: %s", spec, err.message)
         self.inference.startup_done = True
+        self._snapshot("startup")
 
     def _startup_specs(self) -> list[str]:
         cfg = self.config
