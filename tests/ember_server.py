@@ -151,11 +151,13 @@ class EmberServer:
             time.sleep(0.05)
         raise TimeoutError(f"Ember did not listen within {START_TIMEOUT_S}s:\n{self.console_text()}")
 
-    def wait_for_ping(self, status: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    def wait_for_ping(
+        self, status: int, timeout_s: float = START_TIMEOUT_S, headers: Mapping[str, str] | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout_s
         last = None
         while time.monotonic() < deadline:
-            last = httpx.get(self.inference_url + "/ping", timeout=5)
+            last = httpx.get(self.inference_url + "/ping", timeout=5, headers=headers)
             if last.status_code == status:
                 return
             time.sleep(0.05)

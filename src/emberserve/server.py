@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emberserve import __version__
+from emberserve.auth import KEY_FILE_NAME, TokenAuthority
 from emberserve.config import ListenAddress, ServerConfig
 from emberserve.errors import ConfigError, ServerError
-from emberserve.http.connection import Handler, HttpConnection, HttpLimits, HttpRequest
+from emberserve.http.auth_gate import TokenApi, token_check
+from emberserve.http.connection import EarlyCheck, Handler, HttpConnection, HttpLimits, HttpRequest
 from emberserve.http.inference_api import InferenceApi
 from emberserve.http.management_api import ManagementApi
 from emberserve.http.metrics_api import MetricsApi
@@ -70,6 +72,7 @@ class Server:
         self.management: ManagementService | None = None
         self._grpc: GrpcServers | None = None
         self._snapshots: SnapshotWriter | None = None
+        self.tokens: TokenAuthority | None = None
         if config.snapshots_enabled:
             self._snapshots = SnapshotWriter(config.snapshot_dir, config.file_properties, config.source_file)
 
@@ -104,13 +107,18 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         limits = HttpLimits(max_body_bytes=cfg.max_request_size)
-        await self._listen("inference", cfg.inference_address, InferenceApi(self.inference), limits)
+        management_api: Handler = ManagementApi(self.management, model_api_enabled=cfg.enable_model_api)
+        inference_check: EarlyCheck | None = None
+        management_check: EarlyCheck | None = None
+        if not cfg.disable_token_authorization:
+            self.tokens = TokenAuthority(Path.cwd() / KEY_FILE_NAME, cfg.token_expiration_min)
+            inference_check = token_check(self.tokens, "inference")
+            management_check = token_check(self.tokens, "management")
+            management_api = TokenApi(management_api, self.tokens)
         await self._listen(
-            "management",
-            cfg.management_address,
-            ManagementApi(self.management, model_api_enabled=cfg.enable_model_api),
-            limits,
+            "inference", cfg.inference_address, InferenceApi(self.inference), limits, inference_check
         )
+        await self._listen("management", cfg.management_address, management_api, limits, management_check)
         if cfg.enable_metrics_api:
             await self._listen("metrics", cfg.metrics_address, MetricsApi(cfg.metrics_mode), limits)
         await self._start_grpc()
@@ -123,7 +131,7 @@ class Server:
         except ImportError as exc:
             log.warning("gRPC APIs are off: %s. Install them with: pip install 'emberserve[grpc]'", exc)
             return
-        self._grpc = await start_grpc(self.config, self.inference, self.management)
+        self._grpc = await start_grpc(self.config, self.inference, self.management, self.tokens)
 
     def request_stop(self, *, fast: bool = False) -> None:
         self._fast_stop = self._fast_stop or fast
@@ -161,6 +169,8 @@ class Server:
         if self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
+        if self.tokens is not None:
+            self.tokens.remove_file()
         log.info("Ember stopped")
 
     async def _drain(self, seconds: float) -> None:
@@ -174,12 +184,19 @@ class Server:
 
     # -- listeners --------------------------------------------------------------------------------
 
-    async def _listen(self, name: str, address: ListenAddress, api: Handler, limits: HttpLimits) -> None:
+    async def _listen(
+        self,
+        name: str,
+        address: ListenAddress,
+        api: Handler,
+        limits: HttpLimits,
+        early_check: EarlyCheck | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         connections: set[HttpConnection] = set()
 
         def factory() -> HttpConnection:
-            return HttpConnection(api, limits, _log_access, connections=connections)
+            return HttpConnection(api, limits, _log_access, early_check=early_check, connections=connections)
 
         if address.scheme == "https":
             raise ConfigError(

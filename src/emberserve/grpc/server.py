@@ -26,7 +26,9 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from emberserve.auth import TokenAuthority
 from emberserve.errors import ConfigError
+from emberserve.grpc.auth import TokenInterceptor
 from emberserve.grpc.errors import checked_stream, safe_deserializer
 from emberserve.grpc.generated import inference_pb2, management_pb2
 from emberserve.grpc.generated import open_inference_grpc_pb2 as oip_pb2
@@ -108,38 +110,48 @@ class GrpcServers:
 
 
 async def start_grpc(
-    config: GrpcSettings, inference: InferenceBackend, management: ManagementBackend
+    config: GrpcSettings,
+    inference: InferenceBackend,
+    management: ManagementBackend,
+    tokens: TokenAuthority | None = None,
 ) -> GrpcServers:
-    """Start both gRPC servers; raises ConfigError when a port cannot be bound or TLS is asked for."""
+    """Start both gRPC servers; raises ConfigError when a port cannot be bound or TLS is asked for.
+
+    With ``tokens``, calls need the same keys as REST (:mod:`emberserve.grpc.auth`).
+    """
     if config.enable_grpc_ssl:
         raise ConfigError(
             "enable_grpc_ssl=true: gRPC over TLS is not available in this Ember version yet. "
             "Remove the setting (gRPC then listens on plain HTTP/2) or put a TLS proxy in front."
         )
+    inference_services = [INFERENCE_SERVICE]  # what health checking and reflection list
+    if config.ts_open_inference_protocol:
+        inference_services.append(OIP_SERVICE)
+    guarded = [*inference_services, STANDARD_SERVICE_NAME]
     inference_server = grpc.aio.server(
+        interceptors=[TokenInterceptor(tokens, "inference", guarded)] if tokens else None,
         options=server_options(
             config,
             config.grpc_inference_max_connection_age_ms,
             config.grpc_inference_max_connection_age_grace_ms,
-        )
+        ),
     )
     backlog = STREAM_BACKLOG_RESPONSES * max(config.max_response_size, 1 << 20)
     handlers = [
         service_handler(INFERENCE_DESCRIPTOR, InferenceServicer(inference, max_backlog_bytes=backlog))
     ]
-    inference_services = [INFERENCE_SERVICE]
     if config.ts_open_inference_protocol:
         oip = OpenInferenceServicer(inference, management)
         handlers.append(service_handler(OIP_DESCRIPTOR, oip))
         handlers.append(service_handler(OIP_DESCRIPTOR, oip, name=STANDARD_SERVICE_NAME))
-        inference_services.append(OIP_SERVICE)
     inference_server.add_generic_rpc_handlers(handlers)
     management_server = grpc.aio.server(
+        interceptors=[TokenInterceptor(tokens, "management", [MANAGEMENT_SERVICE])] if tokens else None,
         options=server_options(
             config,
             config.grpc_management_max_connection_age_ms,
             config.grpc_management_max_connection_age_grace_ms,
-        )
+        ),
     )
     management_server.add_generic_rpc_handlers(
         [

@@ -244,11 +244,6 @@ class HttpConnection(asyncio.Protocol):
         if length is not None and length > self._limits.max_body_bytes:
             # TorchServe answers 413 with an empty body and only content-length (Netty's aggregator).
             raise _AbortError(HttpResponse(413, b"", [("content-length", "0")], close=True))
-        if self._transport is not None and any(
-            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers
-        ):
-            # curl -T and many clients wait (curl: 1 s) for this interim answer before the body.
-            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self._early_check is not None:
             url = httptools.parse_url(self._url)
             rejected = self._early_check(
@@ -259,8 +254,13 @@ class HttpConnection(asyncio.Protocol):
             )
             if rejected is not None:
                 if length and length > 0:
-                    raise _AbortError(rejected)
+                    raise _AbortError(rejected)  # never read a body we are going to refuse
                 self._rejected = rejected
+        if self._transport is not None and any(
+            k.lower() == "expect" and v.lower() == "100-continue" for k, v in self._headers
+        ):
+            # curl -T and many clients wait (curl: 1 s) for this interim answer before the body.
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         if len(self._body) + len(body) > self._limits.max_body_bytes:
