@@ -18,6 +18,7 @@ import logging
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from emberserve.logs import configure_logging
 from emberserve.management import ManagementService, RegisterRequest
 from emberserve.registry import ModelRegistry
 from emberserve.snapshot import Kind, SnapshotWriter, parse_model_snapshot
+from emberserve.tls import server_ssl_context
 
 if TYPE_CHECKING:
     from emberserve.grpc import GrpcServers
@@ -73,6 +75,7 @@ class Server:
         self._grpc: GrpcServers | None = None
         self._snapshots: SnapshotWriter | None = None
         self.tokens: TokenAuthority | None = None
+        self._tls: ssl.SSLContext | None = None  # built on the first https:// listener
         if config.snapshots_enabled:
             self._snapshots = SnapshotWriter(config.snapshot_dir, config.file_properties, config.source_file)
 
@@ -198,10 +201,11 @@ class Server:
         def factory() -> HttpConnection:
             return HttpConnection(api, limits, _log_access, early_check=early_check, connections=connections)
 
+        tls = None
         if address.scheme == "https":
-            raise ConfigError(
-                f"{name}_address {address.url}: HTTPS listeners are not available yet; use http://"
-            )
+            if self._tls is None:
+                self._tls = server_ssl_context(self.config)
+            tls = self._tls
         try:
             if address.scheme == "unix":
                 server = await loop.create_unix_server(factory, address.path)
@@ -213,6 +217,8 @@ class Server:
                     reuse_address=True,
                     family=socket.AF_UNSPEC,
                     backlog=1024,
+                    ssl=tls,
+                    ssl_handshake_timeout=10.0 if tls else None,
                 )
         except OSError as exc:
             raise ConfigError(

@@ -350,13 +350,13 @@ def test_model_api_off_denies_registration(oip_srv: EmberServer) -> None:
         assert "echo" in stub.ListModels(management_pb2.ListModelsRequest(), timeout=TIMEOUT_S).msg
 
 
-def test_grpc_ssl_is_refused_at_startup(store: Path, tmp_path: Path) -> None:
+def test_grpc_ssl_without_a_certificate_is_refused_at_startup(store: Path, tmp_path: Path) -> None:
     server = EmberServer(tmp_path, store, extra_config={"enable_grpc_ssl": "true"}, wait_healthy=False)
     with contextlib.suppress(RuntimeError):  # it may exit before or after its HTTP port opened
         server.start()
     assert server.proc is not None
     assert server.proc.wait(TIMEOUT_S) == 2
-    assert "enable_grpc_ssl" in server.console_text()
+    assert "enable_grpc_ssl=true needs a certificate: set certificate_file" in server.console_text()
     server.proc = None
 
 

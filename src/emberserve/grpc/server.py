@@ -35,6 +35,7 @@ from emberserve.grpc.generated import open_inference_grpc_pb2 as oip_pb2
 from emberserve.grpc.inference_servicer import InferenceBackend, InferenceServicer
 from emberserve.grpc.management_servicer import ManagementBackend, ManagementServicer
 from emberserve.grpc.oip_servicer import STANDARD_SERVICE_NAME, OpenInferenceServicer
+from emberserve.tls import TlsSettings, grpc_key_pair
 
 log = logging.getLogger("emberserve.grpc")
 
@@ -54,7 +55,7 @@ STREAM_BACKLOG_RESPONSES = 4
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", "*", ""})  # noqa: S104 - names, not binds
 
 
-class GrpcSettings(Protocol):
+class GrpcSettings(TlsSettings, Protocol):
     """The :class:`~emberserve.config.ServerConfig` attributes the gRPC servers read."""
 
     @property
@@ -115,15 +116,14 @@ async def start_grpc(
     management: ManagementBackend,
     tokens: TokenAuthority | None = None,
 ) -> GrpcServers:
-    """Start both gRPC servers; raises ConfigError when a port cannot be bound or TLS is asked for.
+    """Start both gRPC servers; raises ConfigError when a port cannot be bound or the TLS
+    certificate (``enable_grpc_ssl``) cannot be read.
 
     With ``tokens``, calls need the same keys as REST (:mod:`emberserve.grpc.auth`).
     """
+    credentials = None
     if config.enable_grpc_ssl:
-        raise ConfigError(
-            "enable_grpc_ssl=true: gRPC over TLS is not available in this Ember version yet. "
-            "Remove the setting (gRPC then listens on plain HTTP/2) or put a TLS proxy in front."
-        )
+        credentials = grpc.ssl_server_credentials([grpc_key_pair(config)])
     inference_services = [INFERENCE_SERVICE]  # what health checking and reflection list
     if config.ts_open_inference_protocol:
         inference_services.append(OIP_SERVICE)
@@ -166,11 +166,15 @@ async def start_grpc(
         await add_health_and_reflection(management_server, [MANAGEMENT_SERVICE]),
     ]
     inference_port = bind(
-        inference_server, "inference", config.grpc_inference_address, config.grpc_inference_port
+        inference_server, "inference", config.grpc_inference_address, config.grpc_inference_port, credentials
     )
     try:
         management_port = bind(
-            management_server, "management", config.grpc_management_address, config.grpc_management_port
+            management_server,
+            "management",
+            config.grpc_management_address,
+            config.grpc_management_port,
+            credentials,
         )
     except ConfigError:
         # A server that never ran keeps its port bound: run it for an instant to release the port.
@@ -208,11 +212,21 @@ def server_options(
     return options
 
 
-def bind(server: grpc.aio.Server, name: str, host: str, port: int) -> int:
-    """Bind ``host:port`` (plaintext); returns the bound port, ConfigError when impossible."""
+def bind(
+    server: grpc.aio.Server,
+    name: str,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Bind ``host:port`` (TLS with ``credentials``, else plaintext); returns the bound port,
+    ConfigError when impossible."""
     target = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
-        bound: int = server.add_insecure_port(target)
+        if credentials is not None:
+            bound: int = server.add_secure_port(target, credentials)
+        else:
+            bound = server.add_insecure_port(target)
     except RuntimeError as exc:
         bound = 0
         log.debug("binding %s failed: %s", target, exc)
