@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import shutil
 import signal
@@ -30,6 +31,7 @@ from emberserve.auth import KEY_FILE_NAME, TokenAuthority
 from emberserve.config import ListenAddress, ServerConfig
 from emberserve.errors import ConfigError, ServerError
 from emberserve.http.auth_gate import TokenApi, token_check
+from emberserve.http.browser import CorsPolicy, chain_checks, management_guard
 from emberserve.http.connection import EarlyCheck, Handler, HttpConnection, HttpLimits, HttpRequest
 from emberserve.http.inference_api import InferenceApi
 from emberserve.http.management_api import ManagementApi
@@ -110,20 +112,31 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         limits = HttpLimits(max_body_bytes=cfg.max_request_size)
+        cors = CorsPolicy(cfg.cors_allowed_origin, cfg.cors_allowed_methods, cfg.cors_allowed_headers)
         management_api: Handler = ManagementApi(self.management, model_api_enabled=cfg.enable_model_api)
         inference_check: EarlyCheck | None = None
-        management_check: EarlyCheck | None = None
+        management_check: EarlyCheck | None = management_guard(
+            cors, loopback_only=_loopback_only(cfg.management_address)
+        )
         if not cfg.disable_token_authorization:
             self.tokens = TokenAuthority(Path.cwd() / KEY_FILE_NAME, cfg.token_expiration_min)
             inference_check = token_check(self.tokens, "inference")
-            management_check = token_check(self.tokens, "management")
+            management_check = chain_checks(management_check, token_check(self.tokens, "management"))
             management_api = TokenApi(management_api, self.tokens)
         await self._listen(
-            "inference", cfg.inference_address, InferenceApi(self.inference), limits, inference_check
+            "inference",
+            cfg.inference_address,
+            cors.wrap(InferenceApi(self.inference)),
+            limits,
+            inference_check,
         )
-        await self._listen("management", cfg.management_address, management_api, limits, management_check)
+        await self._listen(
+            "management", cfg.management_address, cors.wrap(management_api), limits, management_check
+        )
         if cfg.enable_metrics_api:
-            await self._listen("metrics", cfg.metrics_address, MetricsApi(cfg.metrics_mode), limits)
+            await self._listen(
+                "metrics", cfg.metrics_address, cors.wrap(MetricsApi(cfg.metrics_mode)), limits
+            )
         await self._start_grpc()
         await self._load_startup_models()
 
@@ -293,6 +306,18 @@ class Server:
                 or (p.is_dir() and (p / "MAR-INF" / "MANIFEST.json").is_file())
             )
         return [s for s in specs if s and s not in ("standalone",)]
+
+
+def _loopback_only(address: ListenAddress) -> bool:
+    """Whether a TCP listener accepts loopback clients only (what a DNS-rebinding page would target)."""
+    if address.scheme == "unix":
+        return False
+    if address.host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _log_access(request: HttpRequest, status: int, elapsed_ms: float) -> None:
