@@ -518,7 +518,7 @@ class ManagementService:
 def describe_version(e: ModelVersion) -> dict[str, object]:
     s = e.settings
     stats = e.queue.statistics()
-    return {
+    document: dict[str, object] = {
         "modelName": e.name,
         "modelVersion": e.version,
         "modelUrl": e.url,
@@ -546,6 +546,12 @@ def describe_version(e: ModelVersion) -> dict[str, object]:
         "workers": e.pool.describe_workers(),
         "jobQueueStatus": {"remainingCapacity": stats.remaining, "pendingRequests": stats.pending},
     }
+    restarts = [slot for slot in e.pool.restart_history() if slot["restarts"]]
+    if restarts:
+        # Ember only, and only once a worker had to be replaced: why, and how often (TorchServe
+        # shows nothing; its logs say "Worker died." without the cause).
+        document["workerRestarts"] = restarts
+    return document
 
 
 def to_error(exc: BaseException) -> ServerError:

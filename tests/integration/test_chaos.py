@@ -290,3 +290,41 @@ def test_running_out_of_file_descriptors_refuses_connections_but_the_server_reco
             time.sleep(0.1)
         assert reply.content == b"back"
         assert server.proc is not None and server.proc.poll() is None
+
+
+POISON_HANDLER = """
+import os, sys
+
+def handle(data, context):
+    if data is None:
+        return None
+    bodies = [bytes(row.get("body") or b"") for row in data]
+    if b"poison" in bodies:
+        sys.stderr.write("poisoned by a request\\n")
+        sys.stderr.flush()
+        os._exit(3)
+    return bodies
+"""
+
+
+def test_a_poison_request_gets_an_error_and_costs_one_worker_with_the_cause_on_record(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    archive(folder, "poison", write_handler(tmp_path / "src", "poison_handler.py", POISON_HANDLER))
+    config = {"restart_backoff_base_ms": "50"}
+    with EmberServer(tmp_path / "run", folder, models=["poison.mar"], extra_config=config) as server:
+        url = server.inference_url + "/predictions/poison"
+        [before] = httpx.get(server.management_url + "/models/poison").json()
+        assert "workerRestarts" not in before
+        for attempt in (1, 2):
+            reply = httpx.post(url, content=b"poison", timeout=30)
+            assert reply.status_code == 500
+            assert reply.json()["message"] == "Worker died."
+            server.wait_for_ping(200)
+            [described] = httpx.get(server.management_url + "/models/poison").json()
+            [slot] = described["workerRestarts"]
+            assert slot["restarts"] == attempt
+            assert "exit code 3" in slot["lastExit"] and "poisoned by a request" in slot["lastExit"]
+            served = httpx.post(url, content=b"fine", timeout=30)
+            assert served.status_code == 200 and served.content == b"fine"
+        assert "poisoned by a request" in server.console_text()

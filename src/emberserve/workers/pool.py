@@ -124,6 +124,7 @@ class _Slot:
         self.last_exit: str | None = None
         self.restarts = 0
         self.stop_grace_s = STOP_GRACE_S
+        self.restart_at = 0.0  # loop time of the next start while in BACKOFF
         # Resolved with None (loaded) or a WorkerStartError by the next start attempt.
         self.attempt: asyncio.Future[WorkerStartError | None] = asyncio.get_running_loop().create_future()
 
@@ -200,15 +201,20 @@ class WorkerPool:
         return out
 
     def restart_history(self) -> list[dict[str, object]]:
-        """Per live slot: current worker id, restarts so far and why the last worker ended."""
-        return [
-            {
+        """Per slot: current worker id, restarts so far, why the last worker ended and, while
+        backing off, the seconds until the next start."""
+        now = asyncio.get_running_loop().time()
+        history: list[dict[str, object]] = []
+        for slot in self._slots:
+            entry: dict[str, object] = {
                 "id": slot.worker.worker_id if slot.worker else None,
                 "restarts": slot.restarts,
                 "lastExit": slot.last_exit,
             }
-            for slot in self._slots
-        ]
+            if slot.phase == _Phase.BACKOFF:
+                entry["nextStartInSec"] = round(max(0.0, slot.restart_at - now), 3)
+            history.append(entry)
+        return history
 
     # -- scaling ------------------------------------------------------------------------------
 
@@ -378,6 +384,7 @@ class WorkerPool:
             delay,
         )
         slot.phase = _Phase.BACKOFF
+        slot.restart_at = asyncio.get_running_loop().time() + delay
         try:
             await asyncio.sleep(delay)
         except asyncio.CancelledError:

@@ -433,6 +433,8 @@ class WorkerProcess:
         code = self.returncode
         described = _describe_returncode(code) if code is not None else "exited"
         self.exit_reason = f"{self._cause} ({described})" if self._cause else described
+        if not self._cause and self._stderr_tail:  # a crash: its last words say why
+            self.exit_reason += f": {self._stderr_tail[-1][:300]}"
         if self.state not in (WorkerState.DEAD, WorkerState.STOPPING):
             log.warning("%s died: %s", self.name, self.exit_reason)
         self._die()
