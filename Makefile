@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_STORE := model_store
 
-.PHONY: run test lint typecheck check examples clean help
+.PHONY: run test lint typecheck check examples soak clean help
 
 help:
 	@echo "make run        set up .venv, build the example models, start Ember in the foreground"
 	@echo "make test       set up .venv with test dependencies and run the whole test suite"
-	@echo "make lint       ruff on src/ and tests/"
+	@echo "make lint       ruff on src/, tests/, examples/ and scripts/"
 	@echo "make typecheck  mypy --strict on src/"
 	@echo "make examples   (re)build the example model archives into ./$(MODEL_STORE)"
+	@echo "make soak       5 minutes of mixed traffic: lost requests and memory slopes (SOAK_MINUTES=n)"
 
 $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -34,11 +35,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples scripts
+	$(BIN)/ruff format --check src tests examples scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+SOAK_MINUTES ?= 5
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py --minutes $(SOAK_MINUTES)
 
 check: lint typecheck test
 
