@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_STORE := model_store
 
-.PHONY: run test lint typecheck check examples soak clean help
+.PHONY: run test lint typecheck check examples soak protos clean help
 
 help:
 	@echo "make run        set up .venv, build the example models, start Ember in the foreground"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint       ruff on src/, tests/, examples/ and scripts/"
 	@echo "make typecheck  mypy --strict on src/"
 	@echo "make examples   (re)build the example model archives into ./$(MODEL_STORE)"
+	@echo "make protos     regenerate the gRPC stubs in src/emberserve/grpc/generated from the .proto files"
 	@echo "make soak       5 minutes of mixed traffic: lost requests and memory slopes (SOAK_MINUTES=n)"
 
 $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
@@ -40,6 +41,9 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+protos: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/gen_protos.sh
 
 SOAK_MINUTES ?= 5
 soak: $(STAMP)

@@ -10,6 +10,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-$root/.venv/bin/python}"
+case "$python" in /*) ;; */*) python="$PWD/$python" ;; esac  # the script changes directory below
 protos="$root/src/emberserve/grpc/protos"
 out="${1:-$root/src/emberserve/grpc/generated}"
 mkdir -p "$out"
