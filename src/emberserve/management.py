@@ -157,7 +157,7 @@ class ManagementService:
         async with self._registry.lock(name):
             if self._registry.contains(name, version):
                 raise ConflictError(f"Model version {version} is already registered for model {name}")
-            queue = BatchQueue(settings.job_queue_size)
+            queue = BatchQueue(settings.job_queue_size, model_name=name)
             load = LoadModel(
                 model_name=name,
                 model_version=version,

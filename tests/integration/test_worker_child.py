@@ -279,10 +279,10 @@ def test_broken_handlers_fail_to_load(
 
 
 def test_unknown_builtin_handler_fails_clearly(worker: WorkerHarness, tmp_path: Path) -> None:
-    model_dir = write_model_dir(tmp_path / "m", {}, "image_classifier")
+    model_dir = write_model_dir(tmp_path / "m", {}, "vllm_handler")
     answer = worker.load(model_dir)
     assert isinstance(answer, protocol.LoadFailed)
-    assert answer.message == "built-in handler image_classifier is not available yet"
+    assert answer.message == "built-in handler vllm_handler is not available yet"
 
 
 def test_an_oversized_response_fails_only_that_request(tmp_path: Path) -> None:

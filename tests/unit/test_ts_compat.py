@@ -688,7 +688,7 @@ def test_from_imports_like_a_torchserve_handler() -> None:
 @pytest.mark.usefixtures("ts_hook")
 def test_unknown_ts_modules_are_not_found() -> None:
     with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("ts.torch_handler.image_classifier")
+        importlib.import_module("ts.torch_handler.vllm_handler")
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("ts.nothing")
 
@@ -700,8 +700,8 @@ def test_builtin_base_handler_resolves_through_the_hook(model_dir: Path) -> None
     # No base_handler.py in the model: the name resolves to the built-in module.
     module = import_handler_module(HandlerSpec.parse("base_handler"), str(model_dir))
     assert module.BaseHandler is BaseHandler
-    with pytest.raises(HandlerLoadError, match="built-in handler image_classifier is not available yet"):
-        load_handler("image_classifier", ctx)
+    with pytest.raises(HandlerLoadError, match="built-in handler vllm_handler is not available yet"):
+        load_handler("vllm_handler", ctx)
 
 
 def test_uninstall_forgets_ts() -> None:
