@@ -20,6 +20,7 @@ import orjson
 
 from emberserve import TORCHSERVE_COMPAT_VERSION
 from emberserve.archive import ModelArchive, open_model_archive
+from emberserve.archive.model_config import ModelYamlSettings
 from emberserve.batching import BatchQueue
 from emberserve.config import ServerConfig
 from emberserve.errors import (
@@ -175,7 +176,7 @@ class ManagementService:
             pool = WorkerPool(
                 load,
                 queue,
-                self._pool_settings(settings),
+                self._pool_settings(settings, gpu_ids_for(archive.settings, self._config.number_of_gpu)),
                 self._worker_ids,
                 on_metrics=self._metrics_sink(name, version),
                 env=self._config.worker_environment(),
@@ -295,12 +296,12 @@ class ManagementService:
                 None, yaml.job_queue_size, per_model.job_queue_size if per_model else None, cfg.job_queue_size
             ),
             runtime=runtime or (archive.manifest.runtime or "python").lower(),
-            device_type=(yaml.device_type or "cpu"),
+            device_type=yaml.device_type or ("gpu" if cfg.number_of_gpu > 0 else "cpu"),
             handler=req.handler or archive.manifest.handler,
             envelope=cfg.service_envelope,
         )
 
-    def _pool_settings(self, s: VersionSettings) -> PoolSettings:
+    def _pool_settings(self, s: VersionSettings, gpu_ids: tuple[int, ...] = ()) -> PoolSettings:
         return PoolSettings(
             min_workers=s.min_workers,
             max_workers=s.max_workers,
@@ -314,7 +315,7 @@ class ManagementService:
             # Both runtimes run the server's own interpreter: TorchServe runs a bare `python3`
             # from PATH for "python3", which fails whenever that python lacks the server package.
             python=sys.executable,
-            gpu_ids=(),
+            gpu_ids=gpu_ids,
             max_response_bytes=self._config.max_response_size,
         )
 
@@ -513,6 +514,24 @@ class ManagementService:
         for name, version in defaults.items():
             async with self._registry.lock(name):
                 self._registry.set_default(name, version)
+
+
+def gpu_ids_for(yaml: ModelYamlSettings, number_of_gpu: int) -> tuple[int, ...]:
+    """The GPUs a version's workers take round-robin, as TorchServe assigns them: none for
+    ``deviceType: cpu`` or a machine without GPUs, the model's ``deviceIds`` when given, else all.
+
+    >>> gpu_ids_for(ModelYamlSettings(), 0), gpu_ids_for(ModelYamlSettings(), 2)
+    ((), (0, 1))
+    >>> gpu_ids_for(ModelYamlSettings(device_ids=(1,)), 2)
+    (1,)
+    >>> gpu_ids_for(ModelYamlSettings(device_type="cpu"), 2)
+    ()
+    """
+    if yaml.device_type == "cpu" or number_of_gpu <= 0:
+        return ()
+    if yaml.device_ids:
+        return tuple(i for i in yaml.device_ids if 0 <= i < number_of_gpu) or tuple(range(number_of_gpu))
+    return tuple(range(number_of_gpu))
 
 
 def describe_version(e: ModelVersion) -> dict[str, object]:
