@@ -437,6 +437,11 @@ class FakeConfig:
     grpc_management_max_connection_age_ms: int | None = None
     grpc_inference_max_connection_age_grace_ms: int | None = None
     grpc_management_max_connection_age_grace_ms: int | None = None
+    certificate_file: Path | None = None
+    private_key_file: Path | None = None
+    keystore: Path | None = None
+    keystore_pass: str | None = None
+    keystore_type: str = "PKCS12"
 
 
 @dataclass
@@ -990,8 +995,8 @@ def test_oip_is_off_unless_enabled() -> None:
     run(scenario())
 
 
-def test_grpc_ssl_is_refused_with_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="enable_grpc_ssl"):
+def test_grpc_ssl_without_a_certificate_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="enable_grpc_ssl=true needs a certificate"):
         run(start_grpc(FakeConfig(enable_grpc_ssl=True), FakeInference(), FakeManagement()))
 
 
