@@ -130,6 +130,25 @@ def test_garbage_is_400_and_closed() -> None:
     assert data.startswith(b"HTTP/1.1 400")
 
 
+def test_an_h2c_upgrade_offer_is_answered_over_http11_then_closed() -> None:
+    # curl --http2 on a plain http:// URL offers this; what follows would be HTTP/2 frames.
+    data = run(
+        exchange(
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+            b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\nhi"
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        )
+    )
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in data
+    assert data.endswith(b"POST /x 2")  # the body was read; one answer, then EOF
+
+
+def test_connect_is_refused_and_closed() -> None:
+    data = run(exchange(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"))
+    assert data.startswith(b"HTTP/1.1 400")
+
+
 def test_streaming_response_is_chunked() -> None:
     data = run(exchange(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
     head, _, body = data.partition(b"\r\n\r\n")

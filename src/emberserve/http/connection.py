@@ -157,6 +157,9 @@ class HttpConnection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._closing = False
+        # Set after an "Upgrade:" or CONNECT request: what follows it is not HTTP/1.1.
+        self._upgraded = False
+        self._declared_length: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._in_message = False
 
@@ -180,13 +183,16 @@ class HttpConnection(asyncio.Protocol):
         # _serve_pending sees _closing and writes nothing.
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._upgraded:
             return
         self._buffered += len(data)
         try:
             self._parser.feed_data(data)
         except _AbortError as abort:
             self._abort(abort.response)
+            return
+        except httptools.HttpParserUpgrade as upgrade:
+            self._on_upgrade(data, int(upgrade.args[0]) if upgrade.args else len(data))
             return
         except httptools.HttpParserError as exc:
             # httptools wraps exceptions raised by our callbacks in its own error type.
@@ -199,6 +205,29 @@ class HttpConnection(asyncio.Protocol):
         if self._buffered > self._limits.max_buffered_bytes and not self._paused and self._transport:
             self._paused = True
             self._transport.pause_reading()
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        """CONNECT or an "Upgrade:" offer (curl --http2 sends "Upgrade: h2c").
+
+        Ember switches to no other protocol: a complete request is answered over HTTP/1.1, as Netty
+        does, and the connection then closes, since the bytes after it belong to the other protocol.
+        llhttp hands such a request over without its body: the body is the ``Content-Length``
+        bytes that follow the head (a body not received with the head is refused).
+        """
+        self._upgraded = True
+        refused = HttpResponse(400, b"", [("content-length", "0")], close=True)
+        if self._in_message or not self._pending:
+            self._abort(refused)
+            return
+        request = self._pending[-1]
+        request.keep_alive = False
+        wanted = self._declared_length or 0
+        if wanted:
+            body = data[offset : offset + wanted]
+            if len(body) < wanted:
+                self._abort(refused)
+                return
+            request.body = bytes(body)
 
     def eof_received(self) -> bool | None:
         # Half-close: finish serving what was received, then close.
@@ -241,6 +270,7 @@ class HttpConnection(asyncio.Protocol):
                     length = int(value)
                 except ValueError:
                     raise _AbortError(HttpResponse(400, b"", [("content-length", "0")], close=True)) from None
+        self._declared_length = length
         if length is not None and length > self._limits.max_body_bytes:
             # TorchServe answers 413 with an empty body and only content-length (Netty's aggregator).
             raise _AbortError(HttpResponse(413, b"", [("content-length", "0")], close=True))
