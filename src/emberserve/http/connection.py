@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,43 @@ _REASONS: dict[int, bytes] = {
     504: b"Gateway Timeout",
     507: b"Insufficient Storage",
 }
+
+
+#: RFC 9110 token characters: what a header name may be made of.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: Header value bytes that would end the header or the head (response splitting).
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+
+
+def _status_line(status: int, phrase: str | None) -> bytes:
+    """``HTTP/1.1 <status> <phrase>``; a phrase that could split the response gets the standard one."""
+    if phrase is None or _FORBIDDEN_IN_VALUE.search(phrase):
+        phrase = reason_phrase(status)
+    try:
+        return f"HTTP/1.1 {status} {phrase}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        return f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode("latin-1")
+
+
+def _header_lines(headers: list[tuple[str, str]]) -> list[bytes]:
+    """The header lines to send. Headers come from handlers too, so a name that is not a token or
+    a value with CR, LF or NUL is dropped (never sent: it would split the response, SECURITY.md
+    H15), and a value outside Latin-1 is sent as UTF-8 bytes.
+
+    >>> _header_lines([("X-Ok", "1"), ("X-Bad", "a\\r\\nSet-Cookie: x"), ("Bad Name", "v")])
+    [b'X-Ok: 1\\r\\n']
+    """
+    lines: list[bytes] = []
+    for key, value in headers:
+        text = str(value)
+        if not _TOKEN.match(key) or _FORBIDDEN_IN_VALUE.search(text):
+            log.warning("Response header %r dropped: invalid name or value", key[:100])
+            continue
+        try:
+            lines.append(f"{key}: {text}\r\n".encode("latin-1"))
+        except UnicodeEncodeError:
+            lines.append(key.encode("ascii") + b": " + text.encode("utf-8") + b"\r\n")
+    return lines
 
 
 def reason_phrase(status: int) -> str:
@@ -372,22 +410,15 @@ class HttpConnection(asyncio.Protocol):
     async def _write(self, request: HttpRequest, response: HttpResponse | StreamingResponse) -> int:
         transport = self._transport
         assert transport is not None
-        phrase = reason_phrase(response.status) if response.phrase is None else response.phrase
-        head = [f"HTTP/1.1 {response.status} {phrase}\r\n".encode("latin-1")]
+        head = [_status_line(response.status, response.phrase), *_header_lines(response.headers)]
         keep_alive = request.keep_alive and not (isinstance(response, HttpResponse) and response.close)
         if isinstance(response, HttpResponse):
-            has_length = False
-            for key, value in response.headers:
-                if key.lower() == "content-length":
-                    has_length = True
-                head.append(f"{key}: {value}\r\n".encode("latin-1"))
+            has_length = any(key.lower() == "content-length" for key, _ in response.headers)
             if not has_length:
                 head.append(b"content-length: %d\r\n" % len(response.body))
             head.append(b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n")
             transport.write(b"".join(head) + response.body)
             return response.status
-        for key, value in response.headers:
-            head.append(f"{key}: {value}\r\n".encode("latin-1"))
         head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n")
         transport.write(b"".join(head))
@@ -408,9 +439,7 @@ class HttpConnection(asyncio.Protocol):
         if self._closing or self._transport is None:
             return
         if response is not None and (self._serving is None or self._serving.done()):
-            phrase = reason_phrase(response.status) if response.phrase is None else response.phrase
-            head = [f"HTTP/1.1 {response.status} {phrase}\r\n".encode("latin-1")]
-            head += [f"{k}: {v}\r\n".encode("latin-1") for k, v in response.headers]
+            head = [_status_line(response.status, response.phrase), *_header_lines(response.headers)]
             head.append(b"connection: close\r\n\r\n")
             self._transport.write(b"".join(head) + response.body)
         self._close()
