@@ -10,11 +10,45 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import TypedDict
 
+from emberserve import TORCHSERVE_COMPAT_VERSION
 from emberserve.batching import Job
 from emberserve.errors import PredictionError, ServiceUnavailableError
 from emberserve.registry import ModelRegistry, ModelVersion
 from emberserve.workers.protocol import Request, Result
+
+
+class ServerMetadata(TypedDict):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ModelMetadata(TypedDict):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[object]
+    outputs: list[object]
+
+
+def server_metadata() -> ServerMetadata:
+    """KServe v2 server metadata (REST ``GET /v2``, gRPC ServerMetadata): TorchServe's name, so
+    tooling that checks it keeps working, and its extensions under the spec's key ``extensions``
+    (TorchServe's REST answer misspells it ``extenstion``)."""
+    return {"name": "Torchserve", "version": TORCHSERVE_COMPAT_VERSION, "extensions": ["kserve", "kubeflow"]}
+
+
+def model_metadata(name: str, versions: list[str]) -> ModelMetadata:
+    """KServe v2 model metadata. Handlers declare no tensor signatures, so ``inputs`` and
+    ``outputs`` are empty (the protocol allows it)."""
+    return {"name": name, "versions": versions, "platform": "", "inputs": [], "outputs": []}
+
+
+def model_ready(entry: ModelVersion) -> bool:
+    """Ready = its minimum of workers is up, and at least one (a model with none cannot answer)."""
+    return entry.pool.live_workers >= max(1, entry.pool.settings.min_workers)
 
 
 def new_request_id() -> str:
@@ -81,6 +115,10 @@ class InferenceService:
         if result.error is not None:
             raise PredictionError(result.error, result.status)
         return result
+
+    def versions(self, name: str) -> list[str]:
+        """Every registered version of model ``name``."""
+        return [e.version for e in self._registry.versions(name)]
 
     def healthy(self) -> bool:
         """TorchServe's /ping rule: every model that should have workers has its minimum live.

@@ -12,22 +12,17 @@ from typing import Any
 
 import orjson
 
-from emberserve import TORCHSERVE_COMPAT_VERSION
 from emberserve.errors import BadRequestError
 from emberserve.grpc.errors import rpc_errors
 from emberserve.grpc.generated import open_inference_grpc_pb2 as pb
 from emberserve.grpc.inference_servicer import InferenceBackend
 from emberserve.grpc.management_servicer import ManagementBackend
 from emberserve.grpc.oip_codec import infer_response, request_document
-from emberserve.inference import new_request_id
+from emberserve.inference import model_metadata, model_ready, new_request_id, server_metadata
 from emberserve.workers.protocol import Input, Request
 
 #: The standard KServe v2 / Triton service name (package ``inference``).
 STANDARD_SERVICE_NAME = "inference.GRPCInferenceService"
-
-#: What REST ``GET /v2`` answers in TorchServe (name and extensions included).
-SERVER_NAME = "Torchserve"
-SERVER_EXTENSIONS = ("kserve", "kubeflow")
 
 
 class OpenInferenceServicer:
@@ -51,16 +46,15 @@ class OpenInferenceServicer:
         if not request.name:
             raise BadRequestError("Parameter name is required.")
         entry = self._inference.lookup(request.name, request.version or None)
-        # Ready = its minimum of workers is up, and at least one (a model with none cannot answer).
-        live = entry.pool.live_workers
-        return pb.ModelReadyResponse(ready=live >= max(1, entry.pool.settings.min_workers))
+        return pb.ModelReadyResponse(ready=model_ready(entry))
 
     @rpc_errors
     async def ServerMetadata(  # noqa: N802
         self, request: pb.ServerMetadataRequest, context: Any
     ) -> pb.ServerMetadataResponse:
+        metadata = server_metadata()
         return pb.ServerMetadataResponse(
-            name=SERVER_NAME, version=TORCHSERVE_COMPAT_VERSION, extensions=list(SERVER_EXTENSIONS)
+            name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"]
         )
 
     @rpc_errors
@@ -69,7 +63,10 @@ class OpenInferenceServicer:
             raise BadRequestError("Parameter model_name is required.")
         self._inference.lookup(request.name, request.version or None)  # NOT_FOUND texts as REST
         versions = [str(d["modelVersion"]) for d in self._management.describe(request.name, "all")]
-        return pb.ModelMetadataResponse(name=request.name, versions=versions, platform="")
+        metadata = model_metadata(request.name, versions)
+        return pb.ModelMetadataResponse(
+            name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
+        )
 
     @rpc_errors
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802

@@ -2,13 +2,19 @@
 
 Routes (any method is accepted on prediction routes, as TorchServe does)::
 
+    OPTIONS /, GET /api-description              OpenAPI document; OPTIONS /predictions/{m} per model
     /ping                                        health
     /predictions/{m}[/{v}[/extra/path]]          predict (extra path → ``url_path`` header)
     /explanations/{m}[/{v}[/extra/path]]         explain
     /v1/models/{m}:predict | :explain            KServe v1;  GET /v1/models/{m} → status
-    /v2/models/{m}/infer | /explain              KServe v2 / Open Inference Protocol
+    /v2/models/{m}[/versions/{v}]/infer|explain  KServe v2 / Open Inference Protocol
+    GET /v2, /v2/health/live|ready               server metadata, liveness, readiness
+    GET /v2/models/{m}[/versions/{v}][/ready]    model metadata, readiness
     /{m}/predict, /{m}/{v}/predict               legacy
     /invocations?model_name=m, /models/{m}/invoke  SageMaker style
+
+The KServe v2 readiness answers tell the truth (TorchServe always says ready): 503 with
+``"ready": false`` while not ready, so probes and ``tritonclient`` see it.
 """
 
 from __future__ import annotations
@@ -25,8 +31,15 @@ from emberserve.errors import (
 )
 from emberserve.http.connection import HttpRequest, HttpResponse, StreamingResponse
 from emberserve.http.encoding import body_inputs, form_inputs
+from emberserve.http.openapi import inference_document, model_inference_document
 from emberserve.http.responses import CACHE_HEADERS, error_response, json_response
-from emberserve.inference import InferenceService, new_request_id
+from emberserve.inference import (
+    InferenceService,
+    model_metadata,
+    model_ready,
+    new_request_id,
+    server_metadata,
+)
 from emberserve.registry import ModelVersion
 from emberserve.workers.protocol import Input, Request, RequestKind, Result
 
@@ -51,8 +64,15 @@ class InferenceApi:
         segments = [s for s in request.path.split("/") if s]
         method = request.method
         if not segments:
-            raise MethodNotAllowedError(NOT_ALLOWED)
+            if method != "OPTIONS":
+                raise MethodNotAllowedError(NOT_ALLOWED)
+            return json_response(200, inference_document(), request_id=request_id)
         head = segments[0]
+        if head == "api-description" and len(segments) == 1:
+            return json_response(200, inference_document(), request_id=request_id)
+        if method == "OPTIONS" and head == "predictions" and len(segments) == 2:
+            entry = self._service.lookup(segments[1], None)
+            return json_response(200, model_inference_document(entry.name), request_id=request_id)
         if head == "ping" and len(segments) == 1:
             healthy = self._service.healthy()
             return json_response(
@@ -68,15 +88,8 @@ class InferenceApi:
             return await self._predict(request, request_id, segments[1], version, kind, extra)
         if head == "v1" and len(segments) == 3 and segments[1] == "models":
             return await self._kserve_v1(request, request_id, segments[2])
-        if (
-            head == "v2"
-            and len(segments) == 4
-            and segments[1] == "models"
-            and segments[3] in ("infer", "explain")
-        ):
-            kind = "explain" if segments[3] == "explain" else "predict"
-            extra = [("explain", "True" if kind == "explain" else "False")]
-            return await self._predict(request, request_id, segments[2], None, kind, extra)
+        if head == "v2":
+            return await self._kserve_v2(request, request_id, segments[1:])
         if head == "invocations" and len(segments) == 1:
             return await self._invocations(request, request_id)
         if head == "models" and len(segments) == 3 and segments[2] == "invoke":
@@ -104,6 +117,52 @@ class InferenceApi:
         return await self._predict(
             request, request_id, name, None, kind, [("explain", "True" if kind == "explain" else "False")]
         )
+
+    async def _kserve_v2(
+        self, request: HttpRequest, request_id: str, rest: list[str]
+    ) -> HttpResponse | StreamingResponse:
+        if not rest:
+            self._only_get(request)
+            return json_response(200, server_metadata(), request_id=request_id)
+        if rest in (["health", "live"], ["health", "ready"]):
+            self._only_get(request)
+            if rest[1] == "live":
+                return json_response(200, {"live": True}, request_id=request_id)
+            ready = self._service.healthy()
+            return json_response(200 if ready else 503, {"ready": ready}, request_id=request_id)
+        if rest[0] != "models" or len(rest) < 2:
+            raise NotFoundError(NOT_FOUND)
+        name, tail, version = rest[1], rest[2:], None
+        if len(tail) >= 2 and tail[0] == "versions":
+            version, tail = tail[1], tail[2:]
+        if tail in (["infer"], ["explain"]):
+            if request.header("inference-header-content-length") is not None:
+                raise BadRequestError(
+                    "The binary tensor data extension is not supported: send tensors as JSON "
+                    "(tritonclient: set_data_from_numpy(..., binary_data=False))"
+                )
+            kind: RequestKind = "explain" if tail == ["explain"] else "predict"
+            extra = [("explain", "True" if kind == "explain" else "False")]
+            return await self._predict(request, request_id, name, version, kind, extra)
+        if tail == ["ready"]:
+            self._only_get(request)
+            entry = self._service.lookup(name, version)
+            ready = model_ready(entry)
+            return json_response(
+                200 if ready else 503, {"name": entry.name, "ready": ready}, request_id=request_id
+            )
+        if not tail:
+            self._only_get(request)
+            entry = self._service.lookup(name, version)
+            return json_response(
+                200, model_metadata(entry.name, self._service.versions(entry.name)), request_id=request_id
+            )
+        raise NotFoundError(NOT_FOUND)
+
+    @staticmethod
+    def _only_get(request: HttpRequest) -> None:
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowedError(NOT_ALLOWED)
 
     async def _invocations(self, request: HttpRequest, request_id: str) -> HttpResponse | StreamingResponse:
         params = form_inputs(request.query)

@@ -6,6 +6,7 @@ GET    /models/{m}[/{v}|/all][?customized=true] describe
 PUT    /models/{m}[/{v}]                         scale workers
 DELETE /models/{m}[/{v}]                         unregister
 PUT    /models/{m}/{v}/set-default               set the default version
+OPTIONS /, GET /api-description                  OpenAPI document; OPTIONS /models/{m} per model
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from emberserve.errors import (
 )
 from emberserve.http.connection import HttpRequest, HttpResponse
 from emberserve.http.inference_api import NOT_ALLOWED, NOT_FOUND
+from emberserve.http.openapi import management_document, model_management_document
 from emberserve.http.responses import error_response, json_response, status_response
 from emberserve.inference import new_request_id
 from emberserve.management import ManagementService, RegisterRequest
@@ -95,7 +97,14 @@ class ManagementApi:
         segments = [s for s in request.path.split("/") if s]
         method = request.method
         if not segments:
-            raise MethodNotAllowedError(NOT_ALLOWED)
+            if method != "OPTIONS":
+                raise MethodNotAllowedError(NOT_ALLOWED)
+            return json_response(200, management_document(), request_id=rid)
+        if segments == ["api-description"]:
+            return json_response(200, management_document(), request_id=rid)
+        if method == "OPTIONS" and segments[0] == "models" and len(segments) == 2:
+            [described] = self._service.describe(segments[1], None)
+            return json_response(200, model_management_document(str(described["modelName"])), request_id=rid)
         if segments[0] != "models" or len(segments) > 4:
             raise NotFoundError(NOT_FOUND)
         params = _params(request)

@@ -8,7 +8,8 @@ from __future__ import annotations
 from emberserve.errors import NotFoundError, ServerError
 from emberserve.http.connection import HttpRequest, HttpResponse
 from emberserve.http.inference_api import NOT_FOUND
-from emberserve.http.responses import error_response
+from emberserve.http.openapi import metrics_document
+from emberserve.http.responses import error_response, json_response
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -21,6 +22,8 @@ class MetricsApi:
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         try:
+            if request.path in ("/", "") and request.method == "OPTIONS":
+                return json_response(200, metrics_document())
             if request.path.rstrip("/") != "/metrics":
                 raise NotFoundError(NOT_FOUND)
             return HttpResponse(200, b"", [("content-type", PROMETHEUS_CONTENT_TYPE)])
