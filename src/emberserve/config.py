@@ -67,6 +67,7 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
  key                        default          meaning
 ========================== ================ ==================================================
  drain_timeout              30               seconds to finish in-flight requests on shutdown
+ model_download_timeout     600              seconds one http(s)/s3 archive download may take
  batching_mode              adaptive         ``adaptive``: send a batch as soon as a worker is
                                              idle; ``strict``: wait ``max_batch_delay`` for a
                                              full batch, as TorchServe does
@@ -304,6 +305,7 @@ class ServerConfig:
     cpu_launcher_args: str | None = None
     # -- Ember-only --
     drain_timeout: int = 30
+    model_download_timeout: int = 600
     batching_mode: Literal["adaptive", "strict"] = "adaptive"
     batch_size: int = 1
     max_batch_delay: int = 100

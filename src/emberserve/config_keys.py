@@ -598,6 +598,7 @@ _SPECS = (
     _ts("enable_envvars_config", parse_bool, env=None),
     # Ember-only keys
     _ember("drain_timeout", int_parser(0)),
+    _ember("model_download_timeout", int_parser(1)),
     _ember("batching_mode", choice_parser("adaptive", "strict")),
     _ember("batch_size", _COUNT),
     _ember("max_batch_delay", int_parser(0)),

@@ -20,6 +20,7 @@ import orjson
 
 from emberserve import TORCHSERVE_COMPAT_VERSION
 from emberserve.archive import ModelArchive, open_model_archive
+from emberserve.archive.download import DownloadPolicy
 from emberserve.archive.model_config import ModelYamlSettings
 from emberserve.batching import BatchQueue
 from emberserve.config import ServerConfig
@@ -114,7 +115,13 @@ class ManagementService:
             raise BadRequestError(f"Invalid RuntimeType value: {req.runtime}")
         if req.model_name:
             check_model_name(req.model_name)
-        source = await asyncio.to_thread(resolve_source, req.url, self._config.model_store)
+        source = await asyncio.to_thread(
+            resolve_source,
+            req.url,
+            self._config.model_store,
+            self._download_policy(),
+            s3_sse_kms=req.s3_sse_kms,
+        )
         try:
             archive = await asyncio.to_thread(
                 open_model_archive, source.path, self._work_dir, self._config.archive_limits()
@@ -212,6 +219,15 @@ class ManagementService:
             log.error("Failed to start workers for model %s version %s: %s", name, version, exc)
             raise InternalServerError(f"Failed to start workers for model {name} version: {version}") from exc
         return Answer(200, f'Model "{name}" Version: {version} registered with {workers} initial workers')
+
+    def _download_policy(self) -> DownloadPolicy:
+        cfg = self._config
+        return DownloadPolicy(
+            allowed_urls=cfg.allowed_urls,
+            explicit=cfg.sources.get("allowed_urls", "default") != "default",
+            max_bytes=cfg.max_archive_bytes,
+            timeout_s=float(cfg.model_download_timeout),
+        )
 
     def _wants_default(self, name: str, version: str) -> bool:
         per_model = self._config.model_settings(name, version)

@@ -2,7 +2,10 @@
 
 Validation happens before any I/O, with TorchServe's answers (reference §4): an empty url is 404
 "empty url", a ``..`` anywhere in the percent-decoded url is 404 "Relative path is not allowed in
-url: …", a missing archive is 404 "Model not found at: …".
+url: …", a missing archive is 404 "Model not found at: …". URLs with a scheme must match
+``allowed_urls``; ``http(s)://`` and ``s3://`` archives are downloaded into the store by
+:mod:`emberserve.archive.download`. A ``file://`` URL must point into the model store (SECURITY.md
+U1: TorchServe copies any file the server can read, ``file:///etc/passwd`` included).
 
     >>> validate_url_text("../noop.mar")
     Traceback (most recent call last):
@@ -12,14 +15,13 @@ url: …", a missing archive is 404 "Model not found at: …".
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from emberserve.archive.download import DownloadPolicy, download_archive, url_allowed
 from emberserve.errors import (
     BadRequestError,
-    ConflictError,
     DownloadArchiveError,
     ModelNotFoundError,
     UrlNotAllowedError,
@@ -57,20 +59,25 @@ def validate_url_text(url: str) -> None:
         raise BadRequestError(f"Invalid characters in url: {url!r}")
 
 
-def resolve_source(url: str, model_store: Path | None) -> ResolvedSource:
-    """Find the archive a registration names; copies ``file://`` archives into the store.
+def resolve_source(
+    url: str, model_store: Path | None, policy: DownloadPolicy | None = None, *, s3_sse_kms: bool = False
+) -> ResolvedSource:
+    """Find (or download into the store) the archive a registration names.
 
-    Remote URLs (http, https, s3) are not fetched here: see :func:`is_remote`.
+    Without a ``policy`` remote URLs are refused (nothing may be downloaded).
     """
     validate_url_text(url)
     scheme = urlsplit(url).scheme.lower()
+    if scheme and len(scheme) > 1 and policy is not None and not url_allowed(url, policy.allowed_urls):
+        raise UrlNotAllowedError(f"Given URL {url} does not match any allowed URL(s)")
     if scheme in ("http", "https", "s3"):
-        raise DownloadArchiveError(
-            f"Failed to download archive from: {url}: downloading archives is not supported yet; "
-            "put the archive in the model store and register it by file name"
-        )
+        if policy is None or model_store is None:
+            raise DownloadArchiveError(
+                f"Failed to download archive from: {url}: downloads need a model store and allowed_urls"
+            )
+        return ResolvedSource(download_archive(url, model_store, policy, s3_sse_kms=s3_sse_kms), owned=True)
     if scheme == "file":
-        return _copy_file_url(url, model_store)
+        return _file_url(url, model_store)
     if scheme and len(scheme) > 1:
         raise UrlNotAllowedError(f"Given URL {url} does not match any allowed URL(s)")
     if model_store is None:
@@ -84,21 +91,18 @@ def resolve_source(url: str, model_store: Path | None) -> ResolvedSource:
     return ResolvedSource(path, owned=False)
 
 
-def _copy_file_url(url: str, model_store: Path | None) -> ResolvedSource:
+def _file_url(url: str, model_store: Path | None) -> ResolvedSource:
     source = Path(unquote(urlsplit(url).path))
-    if not source.is_absolute():
-        raise ModelNotFoundError(f"Model not found at: {url}")
-    if model_store is None:
+    if not source.is_absolute() or model_store is None:
         raise ModelNotFoundError(f"Model not found at: {url}")
     store = model_store.resolve()
+    # Decided on the path as written and as resolved (a link in the store must not lead out).
+    inside = source.parent == store or source.parent.resolve() == store
     real = source.resolve()
-    if real.parent == store:
-        # Already in the store: TorchServe refuses to overwrite it.
-        raise ConflictError(f"Model file already exists {real.name}")
-    if not real.is_file():
+    if not inside or real.parent != store:
+        raise UrlNotAllowedError(
+            f"Given URL {url} is outside the model store: file:// URLs may only name archives in {store}"
+        )
+    if not real.exists():
         raise ModelNotFoundError(f"Model not found at: {url}")
-    target = store / real.name
-    if target.exists():
-        raise ConflictError(f"Model file already exists {real.name}")
-    shutil.copyfile(real, target)
-    return ResolvedSource(target, owned=True)
+    return ResolvedSource(real, owned=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emberserve.errors import ConflictError, DownloadArchiveError, ModelNotFoundError, UrlNotAllowedError
+from emberserve.errors import DownloadArchiveError, ModelNotFoundError, UrlNotAllowedError
 from emberserve.model_source import resolve_source, validate_url_text
 
 
@@ -42,15 +42,17 @@ def test_store_file_resolves_and_missing_one_is_404(tmp_path: Path) -> None:
         resolve_source("malformed_url,?", tmp_path)
 
 
-def test_file_url_is_copied_into_the_store_once(tmp_path: Path) -> None:
+def test_file_url_inside_the_store_is_used_in_place(tmp_path: Path) -> None:
     store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
     store.mkdir()
     elsewhere.mkdir()
+    (store / "in.mar").write_bytes(b"archive")
     (elsewhere / "ext.mar").write_bytes(b"archive")
-    got = resolve_source(f"file://{elsewhere}/ext.mar", store)
-    assert got.owned and got.path == store / "ext.mar" and got.path.read_bytes() == b"archive"
-    with pytest.raises(ConflictError, match=re.escape("Model file already exists ext.mar")):
+    got = resolve_source(f"file://{store}/in.mar", store)
+    assert not got.owned and got.path == store / "in.mar"
+    with pytest.raises(UrlNotAllowedError, match="outside the model store"):
         resolve_source(f"file://{elsewhere}/ext.mar", store)
+    assert not (store / "ext.mar").exists()
 
 
 @pytest.mark.parametrize("url", ["ftp://h/x.mar", "gopher://h/x", "dict://h/x"])
@@ -59,6 +61,6 @@ def test_unknown_schemes_are_refused(url: str, tmp_path: Path) -> None:
         resolve_source(url, tmp_path)
 
 
-def test_remote_downloads_are_not_attempted(tmp_path: Path) -> None:
+def test_remote_downloads_need_a_policy(tmp_path: Path) -> None:
     with pytest.raises(DownloadArchiveError, match="Failed to download archive from"):
         resolve_source("http://127.0.0.1:1/remote.mar", tmp_path)
