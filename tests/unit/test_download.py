@@ -239,3 +239,47 @@ def test_proxy_variables_are_ignored(origin: str, tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a proxy would bypass the address guard
     monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
     assert download_archive(f"{origin}/ok.mar", tmp_path, allow_local(origin)).read_bytes() == ARCHIVE
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3-compatible server (moto), never a real cloud."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_s3_urls_are_fetched_with_boto3(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    boto3 = pytest.importorskip("boto3")
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="models")
+    client.put_object(Bucket="models", Key="team/s3model.mar", Body=ARCHIVE)
+    policy = DownloadPolicy(allowed_urls=[r"s3://models/.*"], explicit=True, max_bytes=1 << 20, timeout_s=30)
+
+    path = download_archive("s3://models/team/s3model.mar", tmp_path, policy, s3_sse_kms=True)
+    assert path == tmp_path / "s3model.mar" and path.read_bytes() == ARCHIVE
+    with pytest.raises(
+        DownloadArchiveError, match=r"Failed to download archive from: s3://models/team/gone\.mar"
+    ):
+        download_archive("s3://models/team/gone.mar", tmp_path, policy)
+    with pytest.raises(UrlNotAllowedError):
+        download_archive("s3://other-bucket/x.mar", tmp_path, policy)
+    tiny = DownloadPolicy(allowed_urls=[r"s3://models/.*"], explicit=True, max_bytes=4, timeout_s=30)
+    (tmp_path / "again").mkdir()
+    with pytest.raises(DownloadArchiveError, match="more than"):
+        download_archive("s3://models/team/s3model.mar", tmp_path / "again", tiny)
+    assert not (tmp_path / "again").exists() or list((tmp_path / "again").iterdir()) == []
