@@ -50,9 +50,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from emberserve.errors import ServerError, ServiceUnavailableError
@@ -94,6 +95,10 @@ class Job:
     on_chunk: Callable[[Result], None] | None = None
     #: Queue clock time when a worker took the job into a batch (None while queued).
     dispatched_at: float | None = None
+    #: ``time.perf_counter()`` when queued and when dispatched: the loop clock can be too coarse
+    #: (uvloop's ticks in milliseconds) for the microsecond latency metrics.
+    queued_perf: float = field(default_factory=time.perf_counter)
+    dispatched_perf: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +205,10 @@ class BatchQueue:
             self.requeue(batch)
             raise
         now = self._now()
+        now_perf = time.perf_counter()
         for job in batch:
             job.dispatched_at = now
+            job.dispatched_perf = now_perf
         if not self._jobs:
             self._notify_empty()
         return batch

@@ -68,6 +68,8 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
 ========================== ================ ==================================================
  drain_timeout              30               seconds to finish in-flight requests on shutdown
  model_download_timeout     600              seconds one http(s)/s3 archive download may take
+ metrics_clean_family       true             with metrics_mode=prometheus, also Ember's
+                                             Prometheus-style family (ember_*)
  batching_mode              adaptive         ``adaptive``: send a batch as soon as a worker is
                                              idle; ``strict``: wait ``max_batch_delay`` for a
                                              full batch, as TorchServe does
@@ -306,6 +308,7 @@ class ServerConfig:
     # -- Ember-only --
     drain_timeout: int = 30
     model_download_timeout: int = 600
+    metrics_clean_family: bool = True
     batching_mode: Literal["adaptive", "strict"] = "adaptive"
     batch_size: int = 1
     max_batch_delay: int = 100

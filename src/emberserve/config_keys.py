@@ -599,6 +599,7 @@ _SPECS = (
     # Ember-only keys
     _ember("drain_timeout", int_parser(0)),
     _ember("model_download_timeout", int_parser(1)),
+    _ember("metrics_clean_family", parse_bool),
     _ember("batching_mode", choice_parser("adaptive", "strict")),
     _ember("batch_size", _COUNT),
     _ember("max_batch_delay", int_parser(0)),

@@ -8,13 +8,15 @@ back as a :class:`~emberserve.errors.PredictionError` carrying the handler's sta
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from typing import TypedDict
 
 from emberserve import TORCHSERVE_COMPAT_VERSION
 from emberserve.batching import Job
-from emberserve.errors import PredictionError, ServiceUnavailableError
+from emberserve.errors import PredictionError, ServerError, ServiceUnavailableError
+from emberserve.metrics import MetricsRecorder
 from emberserve.registry import ModelRegistry, ModelVersion
 from emberserve.workers.protocol import Request, Result
 
@@ -71,8 +73,10 @@ def no_worker_error(name: str, what: str = "inference") -> ServiceUnavailableErr
 class InferenceService:
     """See the module docstring."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, metrics: MetricsRecorder | None = None) -> None:
         self._registry = registry
+        #: Where answers and inferences are counted (None: nowhere).
+        self.metrics = metrics
         self.in_flight = 0
         #: False until the models named at startup have been loaded (or have failed to).
         self.startup_done = False
@@ -91,9 +95,18 @@ class InferenceService:
         return self._registry.get(name, version)
 
     async def predict(
-        self, entry: ModelVersion, request: Request, on_chunk: Callable[[Result], None] | None = None
+        self,
+        entry: ModelVersion,
+        request: Request,
+        on_chunk: Callable[[Result], None] | None = None,
+        *,
+        requested_version: str | None = None,
     ) -> Result:
-        """Queue ``request`` for ``entry`` and wait for its final result."""
+        """Queue ``request`` for ``entry`` and wait for its final result.
+
+        ``requested_version`` is the version the client named (metrics label it "default" when
+        it named none, as TorchServe does).
+        """
         if entry.pool.settings.max_workers == 0 or (
             entry.pool.settings.min_workers == 0 and entry.pool.live_workers == 0
         ):
@@ -103,18 +116,34 @@ class InferenceService:
         entry.queue.put(job)  # QueueFull is a ServiceUnavailableError with TorchServe's text
         self.in_flight += 1
         self._idle.clear()
+        status = 500
         try:
             result = await job.future
+            status = result.status
+        except ServerError as err:
+            status = err.http_status
+            raise
         except asyncio.CancelledError:
             job.future.cancel()
+            status = 0
             raise
         finally:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
+            if self.metrics is not None and status and request.kind != "describe":
+                self._record(entry, job, requested_version, status, time.perf_counter())
         if result.error is not None:
             raise PredictionError(result.error, result.status)
         return result
+
+    def _record(self, entry: ModelVersion, job: Job, requested: str | None, status: int, now: float) -> None:
+        assert self.metrics is not None
+        started = job.queued_perf
+        dispatched = job.dispatched_perf if job.dispatched_perf is not None else now
+        self.metrics.inference_done(
+            entry.name, requested or "default", entry.version, now - started, dispatched - started, status
+        )
 
     def versions(self, name: str) -> list[str]:
         """Every registered version of model ``name``."""

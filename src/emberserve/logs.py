@@ -8,7 +8,11 @@ file               content                                    logger
 access_log.log     one line per HTTP request                  ``emberserve.access``
 model_log.log      worker stdout/stderr, with worker names    ``emberserve.model_log``
 ts_log.log         the frontend's own log                     ``emberserve`` (everything)
+ts_metrics.log     frontend and host metrics (log mode)       ``emberserve.ts_metrics``
+model_metrics.log  handler metrics (log mode)                 ``emberserve.model_metrics``
 =================  =========================================  ==============================
+
+The two metric logs live under ``metrics_location`` (``METRICS_LOCATION``).
 
 Line format: ``2026-11-22T07:42:47,132 [INFO ] <thread> <logger> - <message>`` (log4j's
 ``%d{ISO8601} [%-5p] %t %c - %m%n``). Files rotate by size. ``--log-config`` replaces all of
@@ -66,12 +70,16 @@ def _file(path: Path, formatter: logging.Formatter, level: int = logging.DEBUG) 
     return handler
 
 
-def configure_logging(log_dir: Path, log_config: Path | None = None, *, console: bool = True) -> None:
+def configure_logging(
+    log_dir: Path, log_config: Path | None = None, *, console: bool = True, metrics_dir: Path | None = None
+) -> None:
     """Set up Ember's loggers once at startup (the server calls this; libraries never do)."""
     if log_config is not None:
         _apply_user_config(log_config)
         return
     log_dir.mkdir(parents=True, exist_ok=True)
+    metrics_dir = metrics_dir or log_dir
+    metrics_dir.mkdir(parents=True, exist_ok=True)
     fmt = TorchServeFormatter()
     root = logging.getLogger("emberserve")
     root.setLevel(logging.DEBUG)
@@ -89,6 +97,12 @@ def configure_logging(log_dir: Path, log_config: Path | None = None, *, console:
     access.propagate = False
     model_log = logging.getLogger("emberserve.model_log")
     model_log.addHandler(_file(log_dir / "model_log.log", fmt))
+    for name, filename in (("ts_metrics", "ts_metrics.log"), ("model_metrics", "model_metrics.log")):
+        metrics = logging.getLogger(f"emberserve.{name}")
+        for handler in list(metrics.handlers):
+            metrics.removeHandler(handler)
+        metrics.addHandler(_file(metrics_dir / filename, AccessFormatter()))
+        metrics.propagate = False  # a line per request: not also in ts_log.log and on the console
     # A python-multipart warning per malformed body would let clients flood the log.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
 

@@ -33,11 +33,12 @@ from emberserve.errors import (
     ServerError,
 )
 from emberserve.inference import InferenceService, new_request_id, no_worker_error
+from emberserve.metrics import MetricsRecorder
 from emberserve.model_source import resolve_source
 from emberserve.registry import ModelRegistry, ModelVersion, VersionSettings
 from emberserve.snapshot import SnapshotModel
 from emberserve.workers.pool import PoolSettings, WorkerPool, WorkerStartError
-from emberserve.workers.protocol import LoadModel, MetricRecord, Request
+from emberserve.workers.protocol import LoadModel, Request
 
 log = logging.getLogger("emberserve.management")
 
@@ -89,14 +90,16 @@ class ManagementService:
         registry: ModelRegistry,
         inference: InferenceService,
         work_dir: Path,
-        on_metrics: Callable[[str, str, list[MetricRecord]], None] | None = None,
+        metrics: MetricsRecorder | None = None,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
         self._inference = inference
         self._work_dir = work_dir
-        self._on_metrics = on_metrics
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.set_state_source(self._metrics_state)
         #: Called after every change of what is registered or how it is scaled (config snapshots).
         self._on_change = on_change
         self._worker_ids = iter(range(config.initial_worker_port, 1 << 31))
@@ -185,8 +188,8 @@ class ManagementService:
                 queue,
                 self._pool_settings(settings, gpu_ids_for(archive.settings, self._config.number_of_gpu)),
                 self._worker_ids,
-                on_metrics=self._metrics_sink(name, version),
                 env=self._config.worker_environment(),
+                **self._metrics_hooks(name, version),
             )
             entry = ModelVersion(
                 name,
@@ -335,11 +338,31 @@ class ManagementService:
             max_response_bytes=self._config.max_response_size,
         )
 
-    def _metrics_sink(self, name: str, version: str) -> Callable[[list[MetricRecord]], None] | None:
-        sink = self._on_metrics
-        if sink is None:
-            return None
-        return lambda records: sink(name, version, records)
+    def _metrics_hooks(self, name: str, version: str) -> dict[str, Any]:
+        """The pool callbacks that feed the metrics recorder (none without one)."""
+        recorder = self._metrics
+        if recorder is None:
+            return {}
+
+        def batch_done(size: int, seconds: float) -> None:
+            recorder.batch_done(name, version, size, seconds)
+
+        return {
+            "on_metrics": recorder.handler_metrics,
+            "on_batch": batch_done,
+            "on_loaded": recorder.worker_loaded,
+        }
+
+    def _metrics_state(self) -> list[tuple[str, str, dict[str, int], int]]:
+        """Workers by state and queue depth of every version (scrape-time gauges)."""
+        rows: list[tuple[str, str, dict[str, int], int]] = []
+        for entry in self._registry.all_versions():
+            states: dict[str, int] = {}
+            for worker in entry.pool.describe_workers():
+                status = str(worker["status"])
+                states[status] = states.get(status, 0) + 1
+            rows.append((entry.name, entry.version, states, entry.queue.statistics().pending))
+        return rows
 
     # -- scale ------------------------------------------------------------------------------------
 

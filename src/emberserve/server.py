@@ -39,6 +39,7 @@ from emberserve.http.metrics_api import MetricsApi
 from emberserve.inference import InferenceService
 from emberserve.logs import configure_logging
 from emberserve.management import ManagementService, RegisterRequest
+from emberserve.metrics import MetricsRecorder
 from emberserve.registry import ModelRegistry
 from emberserve.snapshot import Kind, SnapshotWriter, parse_model_snapshot
 from emberserve.tls import server_ssl_context
@@ -72,7 +73,16 @@ class Server:
         self._listeners: list[_Listener] = []
         self._work_dir: Path | None = None
         self.registry = ModelRegistry()
-        self.inference = InferenceService(self.registry)
+        self.metrics = MetricsRecorder(
+            mode=config.metrics_mode,
+            metrics_config=config.metrics_config,
+            auto_detect=config.model_metrics_auto_detect,
+            clean_family=config.metrics_clean_family,
+            system_interval_s=float(config.metric_time_interval),
+            system_metrics=not config.disable_system_metrics,
+        )
+        self._system_metrics: asyncio.Task[None] | None = None
+        self.inference = InferenceService(self.registry, self.metrics)
         self.management: ManagementService | None = None
         self._grpc: GrpcServers | None = None
         self._snapshots: SnapshotWriter | None = None
@@ -95,7 +105,9 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        configure_logging(cfg.log_location, cfg.log_config, console=self._console)
+        configure_logging(
+            cfg.log_location, cfg.log_config, console=self._console, metrics_dir=cfg.metrics_location
+        )
         log.info("Ember %s starting (TorchServe 0.12 compatible)", __version__)
         for key, value, source in cfg.non_default_settings():
             log.info("Setting %s = %s (from %s)", key, value, source)
@@ -106,6 +118,7 @@ class Server:
             self.registry,
             self.inference,
             self._work_dir / "models",
+            metrics=self.metrics,
             on_change=lambda: self._snapshot("snapshot"),
         )
         loop = asyncio.get_running_loop()
@@ -134,9 +147,8 @@ class Server:
             "management", cfg.management_address, cors.wrap(management_api), limits, management_check
         )
         if cfg.enable_metrics_api:
-            await self._listen(
-                "metrics", cfg.metrics_address, cors.wrap(MetricsApi(cfg.metrics_mode)), limits
-            )
+            await self._listen("metrics", cfg.metrics_address, cors.wrap(MetricsApi(self.metrics)), limits)
+        self._system_metrics = asyncio.get_running_loop().create_task(self.metrics.run_system_metrics())
         await self._start_grpc()
         await self._load_startup_models()
 
@@ -187,6 +199,10 @@ class Server:
             self._work_dir = None
         if self.tokens is not None:
             self.tokens.remove_file()
+        if self._system_metrics is not None:
+            self._system_metrics.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._system_metrics
         log.info("Ember stopped")
 
     async def _drain(self, seconds: float) -> None:

@@ -56,9 +56,12 @@ class InferenceApi:
     async def __call__(self, request: HttpRequest) -> HttpResponse | StreamingResponse:
         request_id = new_request_id()
         try:
-            return await self._route(request, request_id)
+            response = await self._route(request, request_id)
         except ServerError as err:
-            return error_response(err, request_id=request_id)
+            response = error_response(err, request_id=request_id)
+        if self._service.metrics is not None:
+            self._service.metrics.http_status(response.status)
+        return response
 
     async def _route(self, request: HttpRequest, request_id: str) -> HttpResponse | StreamingResponse:
         segments = [s for s in request.path.split("/") if s]
@@ -187,12 +190,16 @@ class InferenceApi:
         if inputs is None:
             inputs = body_inputs(request.header("content-type"), request.body)
         job_request = Request(request_id, kind, [*request.headers, *extra_headers], inputs)
-        return await self.run(entry, job_request)
+        return await self.run(entry, job_request, version)
 
-    async def run(self, entry: ModelVersion, job_request: Request) -> HttpResponse | StreamingResponse:
+    async def run(
+        self, entry: ModelVersion, job_request: Request, requested_version: str | None = None
+    ) -> HttpResponse | StreamingResponse:
         """Run one job; answer with a plain response, or stream when the handler sends chunks."""
         chunks: asyncio.Queue[Result | None] = asyncio.Queue()
-        task = asyncio.ensure_future(self._service.predict(entry, job_request, chunks.put_nowait))
+        task = asyncio.ensure_future(
+            self._service.predict(entry, job_request, chunks.put_nowait, requested_version=requested_version)
+        )
         first_chunk = asyncio.ensure_future(chunks.get())
         try:
             await asyncio.wait((task, first_chunk), return_when=asyncio.FIRST_COMPLETED)

@@ -35,6 +35,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -135,7 +136,8 @@ class WorkerPool:
     ``worker_ids`` is the server-wide id counter; ``on_metrics`` receives handler metric records;
     ``env`` is the worker environment (default: this process's, see
     :func:`~emberserve.workers.env.build_worker_env`); ``worker_argv`` replaces the worker command
-    (tests use a fake worker), ``--fd N`` is appended to it.
+    (tests use a fake worker), ``--fd N`` is appended to it. ``on_batch`` hears of every batch run
+    (its size and the seconds the worker took), ``on_loaded`` of every worker load (name, ms).
     """
 
     def __init__(
@@ -148,6 +150,8 @@ class WorkerPool:
         env: Mapping[str, str] | None = None,
         *,
         worker_argv: Sequence[str] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_loaded: Callable[[str, float], None] | None = None,
     ) -> None:
         self._load = load_template
         self._queue = queue
@@ -156,6 +160,8 @@ class WorkerPool:
         self._on_metrics = on_metrics
         self._env = dict(env) if env is not None else None
         self._argv = list(worker_argv) if worker_argv is not None else None
+        self._on_batch = on_batch  # (batch size, seconds the worker spent on it)
+        self._on_loaded = on_loaded  # (worker name, load milliseconds)
         self._cwd = load_template.model_dir if os.path.isdir(load_template.model_dir) else None
         self._slots: list[_Slot] = []
         self._retiring: list[_Slot] = []
@@ -337,6 +343,8 @@ class WorkerPool:
             return
         slot.failures = 0
         self._settle(slot, None)
+        if self._on_loaded is not None and worker.load_ms is not None:
+            self._on_loaded(worker.name, worker.load_ms)
         await self._serve(slot, worker)
         await self._end_of(slot, worker)
 
@@ -357,7 +365,10 @@ class WorkerPool:
             if not _serving(worker):  # died in the same tick the batch formed
                 self._queue.requeue(batch)
                 break
+            started = time.perf_counter()
             await worker.run_batch(batch, settings.response_timeout_s)
+            if self._on_batch is not None:
+                self._on_batch(len(batch), time.perf_counter() - started)
             settings = self._settings
 
     async def _end_of(self, slot: _Slot, worker: WorkerProcess) -> None:
