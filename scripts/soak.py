@@ -168,7 +168,13 @@ def main() -> int:
             "enable_metrics_api=false\ndisable_token_authorization=true\n"
             "default_workers_per_model=1\ndefault_response_timeout=2\nrestart_backoff_base_ms=100\n"
         )
-        env = {**os.environ, "LOG_LOCATION": str(work / "logs"), "METRICS_LOCATION": str(work / "logs")}
+        (work / "tmp").mkdir()
+        env = {
+            **os.environ,
+            "LOG_LOCATION": str(work / "logs"),
+            "METRICS_LOCATION": str(work / "logs"),
+            "TMPDIR": str(work / "tmp"),  # its own pid file: another Ember on this machine is no obstacle
+        }
         command = [sys.executable, "-m", "emberserve", "--foreground", "--ncs", "--ts-config", str(config),
                    "--model-store", str(store), "--models", "all"]  # fmt: skip
         with (work / "console.log").open("wb") as console:

@@ -70,6 +70,7 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
  model_download_timeout     600              seconds one http(s)/s3 archive download may take
  metrics_clean_family       true             with metrics_mode=prometheus, also Ember's
                                              Prometheus-style family (ember_*)
+ log_format                 text             ``json``: one JSON object per log line
  batching_mode              adaptive         ``adaptive``: send a batch as soon as a worker is
                                              idle; ``strict``: wait ``max_batch_delay`` for a
                                              full batch, as TorchServe does
@@ -299,7 +300,6 @@ class ServerConfig:
     prefer_direct_buffer: str | None = None
     use_native_io: str | None = None
     io_ratio: str | None = None
-    async_logging: str | None = None
     plugins_path: str | None = None
     cpp_log_config: str | None = None
     model_server_home: str | None = None
@@ -309,6 +309,10 @@ class ServerConfig:
     drain_timeout: int = 30
     model_download_timeout: int = 600
     metrics_clean_family: bool = True
+    #: log4j-style text lines (TorchServe's) or one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+    #: Write log files from a background thread (TorchServe's log4j AsyncAppender switch).
+    async_logging: bool = False
     batching_mode: Literal["adaptive", "strict"] = "adaptive"
     batch_size: int = 1
     max_batch_delay: int = 100

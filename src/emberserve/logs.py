@@ -15,8 +15,11 @@ model_metrics.log  handler metrics (log mode)                 ``emberserve.model
 The two metric logs live under ``metrics_location`` (``METRICS_LOCATION``).
 
 Line format: ``2026-11-22T07:42:47,132 [INFO ] <thread> <logger> - <message>`` (log4j's
-``%d{ISO8601} [%-5p] %t %c - %m%n``). Files rotate by size. ``--log-config`` replaces all of
-this with a Python ``logging.config.dictConfig`` document (YAML or JSON).
+``%d{ISO8601} [%-5p] %t %c - %m%n``), or with ``log_format=json`` one JSON object per line
+(``time``, ``level``, ``thread``, ``logger``, ``message`` and ``request_id`` where there is one).
+Files rotate by size. ``async_logging=true`` writes them from a background thread (the event
+loop never waits for the disk). ``--log-config`` replaces all of this with a Python
+``logging.config.dictConfig`` document (YAML or JSON).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import logging.config
 import logging.handlers
+import queue as queue_module
 import sys
 import time
 from pathlib import Path
@@ -37,6 +41,10 @@ MAX_LOG_BYTES = 100 * 1024 * 1024
 BACKUPS = 5
 
 
+#: log4j's level names where Python's differ.
+_LOG4J_LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
 class TorchServeFormatter(logging.Formatter):
     """``%d{ISO8601} [%-5p] %t %c - %m%n`` with a comma before milliseconds, like log4j."""
 
@@ -46,7 +54,21 @@ class TorchServeFormatter(logging.Formatter):
         )
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s [%(levelname)-5s] %(threadName)s %(name)s - %(message)s")
+        super().__init__("%(asctime)s [%(log4j_level)-5s] %(threadName)s %(name)s - %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.log4j_level = _LOG4J_LEVELS.get(record.levelname, record.levelname)
+        return super().format(record)
+
+
+class ModelLogFormatter(TorchServeFormatter):
+    """``… [INFO ] W-9000-noop_1.0-stdout MODEL_LOG - <line>``: the worker stream is the "thread",
+    as in TorchServe's model_log.log (the message arrives as ``<stream> <line>``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stream, _, line = record.getMessage().partition(" ")
+        level = _LOG4J_LEVELS.get(record.levelname, record.levelname)
+        return f"{self.formatTime(record)} [{level:<5}] {stream} MODEL_LOG - {line}"
 
 
 class AccessFormatter(logging.Formatter):
@@ -61,19 +83,71 @@ class AccessFormatter(logging.Formatter):
         super().__init__("%(asctime)s - %(message)s")
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``log_format=json``).
+
+    >>> record = logging.LogRecord("emberserve.access", logging.INFO, "", 0, "GET /ping", None, None)
+    >>> record.request_id = "r-1"
+    >>> sorted(json.loads(JsonFormatter().format(record)))
+    ['level', 'logger', 'message', 'request_id', 'thread', 'time']
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+            + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "thread": record.threadName,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            document["request_id"] = request_id
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return json.dumps(document, ensure_ascii=False)
+
+
+#: Background writers started by ``async_logging=true`` (stopped and flushed by :func:`flush_logs`).
+_LISTENERS: list[logging.handlers.QueueListener] = []
+_SETTINGS = {"json": False, "background": False}
+
+
 def _file(path: Path, formatter: logging.Formatter, level: int = logging.DEBUG) -> logging.Handler:
-    handler = logging.handlers.RotatingFileHandler(
+    handler: logging.Handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=MAX_LOG_BYTES, backupCount=BACKUPS, encoding="utf-8"
     )
-    handler.setFormatter(formatter)
+    handler.setFormatter(JsonFormatter() if _SETTINGS["json"] else formatter)
     handler.setLevel(level)
+    if _SETTINGS["background"]:
+        queue: queue_module.SimpleQueue[logging.LogRecord] = queue_module.SimpleQueue()
+        listener = logging.handlers.QueueListener(queue, handler, respect_handler_level=True)
+        listener.start()
+        _LISTENERS.append(listener)
+        handler = logging.handlers.QueueHandler(queue)
+        handler.setLevel(level)
     return handler
 
 
+def flush_logs() -> None:
+    """Write out what background writers still hold (server shutdown)."""
+    while _LISTENERS:
+        _LISTENERS.pop().stop()
+
+
 def configure_logging(
-    log_dir: Path, log_config: Path | None = None, *, console: bool = True, metrics_dir: Path | None = None
+    log_dir: Path,
+    log_config: Path | None = None,
+    *,
+    console: bool = True,
+    metrics_dir: Path | None = None,
+    json_lines: bool = False,
+    background: bool = False,
 ) -> None:
     """Set up Ember's loggers once at startup (the server calls this; libraries never do)."""
+    flush_logs()
+    _SETTINGS["json"], _SETTINGS["background"] = json_lines, background
     if log_config is not None:
         _apply_user_config(log_config)
         return
@@ -89,14 +163,14 @@ def configure_logging(
     root.addHandler(_file(log_dir / "ts_log.log", fmt))
     if console:
         out = logging.StreamHandler(sys.stdout)
-        out.setFormatter(fmt)
+        out.setFormatter(JsonFormatter() if json_lines else fmt)
         out.setLevel(logging.INFO)
         root.addHandler(out)
     access = logging.getLogger("emberserve.access")
     access.addHandler(_file(log_dir / "access_log.log", AccessFormatter()))
     access.propagate = False
     model_log = logging.getLogger("emberserve.model_log")
-    model_log.addHandler(_file(log_dir / "model_log.log", fmt))
+    model_log.addHandler(_file(log_dir / "model_log.log", ModelLogFormatter()))
     for name, filename in (("ts_metrics", "ts_metrics.log"), ("model_metrics", "model_metrics.log")):
         metrics = logging.getLogger(f"emberserve.{name}")
         for handler in list(metrics.handlers):

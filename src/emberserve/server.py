@@ -37,7 +37,7 @@ from emberserve.http.inference_api import InferenceApi
 from emberserve.http.management_api import ManagementApi
 from emberserve.http.metrics_api import MetricsApi
 from emberserve.inference import InferenceService
-from emberserve.logs import configure_logging
+from emberserve.logs import configure_logging, flush_logs
 from emberserve.management import ManagementService, RegisterRequest
 from emberserve.metrics import MetricsRecorder
 from emberserve.registry import ModelRegistry
@@ -106,7 +106,12 @@ class Server:
     async def start(self) -> None:
         cfg = self.config
         configure_logging(
-            cfg.log_location, cfg.log_config, console=self._console, metrics_dir=cfg.metrics_location
+            cfg.log_location,
+            cfg.log_config,
+            console=self._console,
+            metrics_dir=cfg.metrics_location,
+            json_lines=cfg.log_format == "json",
+            background=cfg.async_logging,
         )
         log.info("Ember %s starting (TorchServe 0.12 compatible)", __version__)
         for key, value, source in cfg.non_default_settings():
@@ -204,6 +209,7 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._system_metrics
         log.info("Ember stopped")
+        flush_logs()
 
     async def _drain(self, seconds: float) -> None:
         """Wait until no job is queued or running, or ``seconds`` pass."""
@@ -336,11 +342,14 @@ def _loopback_only(address: ListenAddress) -> bool:
         return False
 
 
-def _log_access(request: HttpRequest, status: int, elapsed_ms: float) -> None:
+def _log_access(request: HttpRequest, status: int, elapsed_ms: float, headers: list[tuple[str, str]]) -> None:
     if access_log.isEnabledFor(logging.INFO):
         # Control characters from clients never reach the log file raw.
         line = f"{request.method} {request.path} HTTP/1.1".encode("unicode_escape").decode("ascii")
-        access_log.info('%s "%s" %d %d', request.client, line, status, round(elapsed_ms))
+        request_id = next((v for k, v in headers if k == "x-request-id"), None)
+        access_log.info(
+            '%s "%s" %d %d', request.client, line, status, round(elapsed_ms), extra={"request_id": request_id}
+        )
 
 
 def run_server(

@@ -437,12 +437,17 @@ def test_unknown_key_warns_with_closest_known_key(tmp_path: Path, caplog: pytest
     assert re.search(r"Unknown key 'zzz_totally_new' \(from file [^)]*\) is ignored\n", caplog.text + "\n")
 
 
+def test_async_logging_is_a_real_switch(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "async_logging=true\n").async_logging is True
+    assert load_text(tmp_path, "").async_logging is False
+
+
 def test_jvm_and_netty_keys_are_accepted_and_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     text = (
         "vmargs=-Xmx128m -XX:-UseContainerSupport\nnumber_of_netty_threads=abc\n"
-        "netty_client_threads=4\nprefer_direct_buffer=true\nasync_logging=true\n"
+        "netty_client_threads=4\nprefer_direct_buffer=true\n"
     )
     with caplog.at_level(logging.INFO, "emberserve.config"):
         cfg = load_text(tmp_path, text)
@@ -450,7 +455,6 @@ def test_jvm_and_netty_keys_are_accepted_and_logged_once(
     assert cfg.number_of_netty_threads == "abc"  # never validated, never rejected
     ignored = [r for r in caplog.records if "has no effect in Ember" in r.getMessage()]
     assert sorted(r.getMessage().split()[0] for r in ignored) == [
-        "async_logging",
         "netty_client_threads",
         "number_of_netty_threads",
         "prefer_direct_buffer",

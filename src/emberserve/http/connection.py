@@ -168,7 +168,7 @@ class HttpConnection(asyncio.Protocol):
         self,
         handler: Handler,
         limits: HttpLimits,
-        on_access: Callable[[HttpRequest, int, float], None] | None = None,
+        on_access: Callable[[HttpRequest, int, float, list[tuple[str, str]]], None] | None = None,
         early_check: EarlyCheck | None = None,
         connections: set[HttpConnection] | None = None,
     ) -> None:
@@ -392,7 +392,7 @@ class HttpConnection(asyncio.Protocol):
                 return  # the client went away while its request was served
             status = await self._write(request, response)
             if self._on_access is not None:
-                self._on_access(request, status, (self._loop.time() - started) * 1000.0)
+                self._on_access(request, status, (self._loop.time() - started) * 1000.0, response.headers)
             close = not request.keep_alive or (isinstance(response, HttpResponse) and response.close)
             if close:
                 self._close()
