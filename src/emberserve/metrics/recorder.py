@@ -201,6 +201,11 @@ class MetricsRecorder:
             ]
         for name, value in readings:
             self._frontend(name, host, value, dims)
+        for device, gpu_readings in _gpu_readings():
+            for name, value in gpu_readings:
+                self._frontend(
+                    name, ("Host", device, self.hostname), value, {"Level": "Host", "DeviceId": device}
+                )
 
     async def run_system_metrics(self) -> None:
         """Read host metrics every ``metric_time_interval`` seconds until cancelled."""
@@ -226,6 +231,40 @@ class MetricsRecorder:
         if self._clean is not None:
             parts.append(self._clean.render(wanted))
         return b"".join(parts)
+
+
+def _gpu_readings() -> list[tuple[str, list[tuple[str, float]]]]:
+    """Per NVIDIA GPU, TorchServe's GPU metrics, read with nvidia-ml-py when it is installed."""
+    try:
+        import pynvml  # noqa: PLC0415 - optional (nvidia-ml-py), and only on GPU machines
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []  # no driver, no GPU
+    out: list[tuple[str, list[tuple[str, float]]]] = []
+    try:
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            usage = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            out.append(
+                (
+                    str(index),
+                    [
+                        (
+                            "GPUMemoryUtilization",
+                            round(100 * memory.used / memory.total, 1) if memory.total else 0.0,
+                        ),
+                        ("GPUMemoryUsed", round(memory.used / 2**20, 1)),
+                        ("GPUUtilization", float(usage.gpu)),
+                    ],
+                )
+            )
+    finally:
+        pynvml.nvmlShutdown()
+    return out
 
 
 def _log_line(
