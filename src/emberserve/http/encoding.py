@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from emberserve.workers.protocol import Input
@@ -31,7 +31,10 @@ def body_inputs(content_type: str | None, body: bytes) -> list[Input]:
     """Inputs for a request with ``content_type`` (the raw header value, may be None) and ``body``."""
     if not content_type:
         return [Input("body", "", body)]
-    mime, options = parse_options_header(content_type)
+    try:
+        mime, options = parse_options_header(content_type)
+    except (UnicodeEncodeError, ValueError):  # not a header the wire could carry: an opaque body
+        return [Input("body", content_type, body)]
     if mime == b"multipart/form-data":
         boundary = options.get(b"boundary")
         if boundary:
@@ -98,11 +101,13 @@ def _multipart_inputs(boundary: bytes, body: bytes) -> list[Input]:
         "on_header_end": collector.on_header_end,
         "on_end": collector.on_end,
     }
-    parser = MultipartParser(boundary, callbacks, max_header_count=64)  # type: ignore[arg-type]
     try:
+        parser = MultipartParser(boundary, callbacks, max_header_count=64)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError:
+    except (MultipartParseError, FormParserError):
+        # TorchServe hands a malformed multipart body over as a row without fields (reference §3);
+        # an unusable boundary (over 256 bytes, RFC 2046 allows 70) is malformed too.
         return []
     # TorchServe drops everything when the final boundary is missing.
     return collector.parts if collector.complete else []
