@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_STORE := model_store
 
-.PHONY: run test lint typecheck check examples soak protos clean help
+.PHONY: run test lint typecheck check examples soak bench protos clean help
 
 help:
 	@echo "make run        set up .venv, build the example models, start Ember in the foreground"
@@ -14,6 +14,7 @@ help:
 	@echo "make typecheck  mypy --strict on src/"
 	@echo "make examples   (re)build the example model archives into ./$(MODEL_STORE)"
 	@echo "make protos     regenerate the gRPC stubs in src/emberserve/grpc/generated from the .proto files"
+	@echo "make bench      Ember vs TorchServe 0.12 in the same run (installs TorchServe and wrk; ~15 min)"
 	@echo "make soak       5 minutes of mixed traffic: lost requests and memory slopes (SOAK_MINUTES=n)"
 
 $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
@@ -45,14 +46,20 @@ test: $(STAMP) $(PROMTOOL_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples scripts
-	$(BIN)/ruff format --check src tests examples scripts
+	$(BIN)/ruff check src tests examples scripts benchmarks
+	$(BIN)/ruff format --check src tests examples scripts benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 protos: $(STAMP)
 	PYTHON=$(BIN)/python bash scripts/gen_protos.sh
+
+# The load generator is wrk (Debian); TorchServe 0.12 goes into its own venv on first use.
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null 2>&1 || \
+		{ echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m benchmarks.run
 
 SOAK_MINUTES ?= 5
 soak: $(STAMP)
