@@ -28,6 +28,10 @@ import httptools
 
 log = logging.getLogger("emberserve.http")
 
+#: After an early answer, how long and how much of a client's unwanted upload is read and dropped.
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 8 * 1024 * 1024
+
 _REASONS: dict[int, bytes] = {
     200: b"OK",
     201: b"Created",
@@ -200,6 +204,8 @@ class HttpConnection(asyncio.Protocol):
         self._declared_length: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._in_message = False
+        # Bytes still to discard after an early answer (None: not lingering); see _linger.
+        self._linger_budget: int | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -221,6 +227,11 @@ class HttpConnection(asyncio.Protocol):
         # _serve_pending sees _closing and writes nothing.
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_budget is not None:
+            self._linger_budget -= len(data)
+            if self._linger_budget < 0 and self._transport is not None:
+                self._transport.close()
+            return
         if self._closing or self._upgraded:
             return
         self._buffered += len(data)
@@ -269,7 +280,9 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # Half-close: finish serving what was received, then close.
-        if not self._pending and (self._serving is None or self._serving.done()):
+        if self._linger_budget is not None or (
+            not self._pending and (self._serving is None or self._serving.done())
+        ):
             return None
         return True
 
@@ -442,7 +455,29 @@ class HttpConnection(asyncio.Protocol):
             head = [_status_line(response.status, response.phrase), *_header_lines(response.headers)]
             head.append(b"connection: close\r\n\r\n")
             self._transport.write(b"".join(head) + response.body)
+            if self._linger():
+                return
         self._close()
+
+    def _linger(self) -> bool:
+        """Half-close after an early answer (401/413/431 before the body) and discard what the
+        client still sends, for a bounded time and byte count, before closing.
+
+        Closing a socket with unread bytes makes the kernel send RST, and a client still
+        uploading its body then loses the answer already on the wire ("connection reset") -
+        seen through container port forwarding. This is nginx's lingering close.
+        """
+        transport = self._transport
+        if transport is None or not transport.can_write_eof():
+            return False  # TLS cannot half-close
+        transport.write_eof()
+        self._closing = True  # nothing more is parsed or served
+        self._linger_budget = LINGER_MAX_BYTES
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        self._arm_timer(LINGER_SECONDS)
+        return True
 
     def _close(self) -> None:
         if self._closing:
@@ -470,6 +505,10 @@ class HttpConnection(asyncio.Protocol):
 
     def _on_timeout(self) -> None:
         self._timer = None
+        if self._linger_budget is not None:
+            if self._transport is not None:
+                self._transport.close()
+            return
         if self._serving is not None and not self._serving.done():
             return  # a slow handler is bounded by response_timeout, not by this timer
         if self._in_message:
