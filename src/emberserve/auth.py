@@ -40,7 +40,7 @@ import orjson
 
 from emberserve.errors import InvalidKeyError
 
-__all__ = ["KEY_FILE_NAME", "Api", "TokenAuthority", "bearer_token"]
+__all__ = ["KEY_FILE_NAME", "Api", "TokenAuthority", "bearer_token", "log_wildcard_bind"]
 
 log = logging.getLogger("emberserve.auth")
 
@@ -156,6 +156,25 @@ class TokenAuthority:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def log_wildcard_bind(logger: logging.Logger, api: str, where: str, *, keyed: bool) -> None:
+    """Say, when an API binds every interface, whether a key protects it.
+
+    A container binds 0.0.0.0 by necessity; that is fine with token authorization on and worth a
+    warning without it (the metrics API, read-only and open in TorchServe, gets a notice).
+    """
+    if keyed:
+        logger.info("The %s API listens on all interfaces (%s); its requests need a key", api, where)
+    elif api == "metrics":
+        logger.info("The metrics API listens on all interfaces (%s) and needs no key", where)
+    else:
+        logger.warning(
+            "The %s API listens on all interfaces (%s) with token authorization off: anyone who can "
+            "reach this machine can call it",
+            api,
+            where,
+        )
 
 
 def _new_key() -> str:

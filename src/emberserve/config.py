@@ -67,6 +67,9 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
  key                        default          meaning
 ========================== ================ ==================================================
  drain_timeout              30               seconds to finish in-flight requests on shutdown
+ token_auth_exempt_health   false            ``/ping``, ``/v2/health/live`` and
+                                             ``/v2/health/ready`` need no token (for probes
+                                             that cannot send one, e.g. Kubernetes httpGet)
  model_download_timeout     600              seconds one http(s)/s3 archive download may take
  metrics_clean_family       true             with metrics_mode=prometheus, also Ember's
                                              Prometheus-style family (ember_*)
@@ -307,6 +310,8 @@ class ServerConfig:
     cpu_launcher_args: str | None = None
     # -- Ember-only --
     drain_timeout: int = 30
+    #: Answer /ping and /v2/health/{live,ready} without a token (kubelet probes cannot send one).
+    token_auth_exempt_health: bool = False
     model_download_timeout: int = 600
     metrics_clean_family: bool = True
     #: log4j-style text lines (TorchServe's) or one JSON object per line.

@@ -598,6 +598,7 @@ _SPECS = (
     _ts("enable_envvars_config", parse_bool, env=None),
     # Ember-only keys
     _ember("drain_timeout", int_parser(0)),
+    _ember("token_auth_exempt_health", parse_bool),
     _ember("model_download_timeout", int_parser(1)),
     _ember("metrics_clean_family", parse_bool),
     _ember("log_format", choice_parser("text", "json")),

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emberserve import __version__
-from emberserve.auth import KEY_FILE_NAME, TokenAuthority
+from emberserve.auth import KEY_FILE_NAME, TokenAuthority, log_wildcard_bind
 from emberserve.config import ListenAddress, ServerConfig
 from emberserve.errors import ConfigError, ServerError
-from emberserve.http.auth_gate import TokenApi, token_check
+from emberserve.http.auth_gate import HEALTH_PATHS, TokenApi, token_check
 from emberserve.http.browser import CorsPolicy, chain_checks, management_guard
 from emberserve.http.connection import EarlyCheck, Handler, HttpConnection, HttpLimits, HttpRequest
 from emberserve.http.inference_api import InferenceApi
@@ -138,7 +138,8 @@ class Server:
         )
         if not cfg.disable_token_authorization:
             self.tokens = TokenAuthority(Path.cwd() / KEY_FILE_NAME, cfg.token_expiration_min)
-            inference_check = token_check(self.tokens, "inference")
+            open_paths = HEALTH_PATHS if cfg.token_auth_exempt_health else frozenset()
+            inference_check = token_check(self.tokens, "inference", open_paths=open_paths)
             management_check = chain_checks(management_check, token_check(self.tokens, "management"))
             management_api = TokenApi(management_api, self.tokens)
         await self._listen(
@@ -261,11 +262,7 @@ class Server:
                 f"Is another server running? Change {name}_address in config.properties."
             ) from exc
         if address.is_wildcard:
-            log.warning(
-                "The %s API listens on all interfaces (%s): anyone who can reach this machine can call it",
-                name,
-                address.url,
-            )
+            log_wildcard_bind(log, name, address.url, keyed=self.tokens is not None and name != "metrics")
         self._listeners.append(_Listener(name, address, server, connections))
         log.info("%s API bound to %s", name.capitalize(), address.url)
 

@@ -129,6 +129,21 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(srv: Ember
     assert b"100 Continue" not in head
 
 
+def test_a_client_still_uploading_after_the_refusal_reads_it_without_a_reset(srv: EmberServer) -> None:
+    # Lingering close: after the early 400 the server half-closes and drains what the client
+    # still sends. Closing at once would answer the rest of the upload with RST, and a client
+    # behind a port forwarder (podman, Kubernetes) would lose the 400 it had not read yet.
+    with socket.create_connection(("127.0.0.1", srv.ports["inference"]), timeout=10) as sock:
+        sock.sendall(b"POST /predictions/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n")
+        sock.sendall(b"x" * 3_000_000)  # a reset would make this fail with EPIPE/ECONNRESET
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'not provided correctly"\n}\n')
+
+
 def test_the_api_key_rotates_a_key_and_the_old_one_stops_working(srv: EmberServer) -> None:
     before = keys(srv)
     reply = httpx.get(
@@ -219,3 +234,24 @@ def test_the_key_file_is_removed_when_the_server_stops(echo_store: Path, tmp_pat
     with server:
         assert (tmp_path / "key_file.json").is_file()
     assert not (tmp_path / "key_file.json").exists()
+
+
+def test_token_auth_exempt_health_opens_only_the_health_routes(echo_store: Path, tmp_path: Path) -> None:
+    # Kubelet httpGet probes cannot read key_file.json: the Ember key opens the three health
+    # routes (which only say healthy or not) and nothing else.
+    server = EmberServer(
+        tmp_path,
+        echo_store,
+        models=["echo.mar"],
+        extra_config={"disable_token_authorization": "false", "token_auth_exempt_health": "true"},
+    )
+    with server:
+        base = server.inference_url
+        assert httpx.get(f"{base}/ping", timeout=10).json() == {"status": "Healthy"}
+        assert httpx.get(f"{base}/v2/health/live", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/v2/health/ready", timeout=10).status_code == 200
+        for path in ("/predictions/echo", "/v2/models/echo", "/v1/models/echo", "/ping/extra"):
+            answer = httpx.post(f"{base}{path}", content=b"x", timeout=10)
+            assert answer.status_code == 400, path
+            assert answer.json() == FAILED
+        assert httpx.get(f"{server.management_url}/models", timeout=10).json() == FAILED

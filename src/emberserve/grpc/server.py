@@ -26,7 +26,7 @@ from google.protobuf import message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from emberserve.auth import TokenAuthority
+from emberserve.auth import TokenAuthority, log_wildcard_bind
 from emberserve.errors import ConfigError
 from emberserve.grpc.auth import TokenInterceptor
 from emberserve.grpc.errors import checked_stream, safe_deserializer
@@ -166,7 +166,12 @@ async def start_grpc(
         await add_health_and_reflection(management_server, [MANAGEMENT_SERVICE]),
     ]
     inference_port = bind(
-        inference_server, "inference", config.grpc_inference_address, config.grpc_inference_port, credentials
+        inference_server,
+        "inference",
+        config.grpc_inference_address,
+        config.grpc_inference_port,
+        credentials,
+        keyed=tokens is not None,
     )
     try:
         management_port = bind(
@@ -175,6 +180,7 @@ async def start_grpc(
             config.grpc_management_address,
             config.grpc_management_port,
             credentials,
+            keyed=tokens is not None,
         )
     except ConfigError:
         # A server that never ran keeps its port bound: run it for an instant to release the port.
@@ -218,6 +224,8 @@ def bind(
     host: str,
     port: int,
     credentials: grpc.ServerCredentials | None = None,
+    *,
+    keyed: bool = False,
 ) -> int:
     """Bind ``host:port`` (TLS with ``credentials``, else plaintext); returns the bound port,
     ConfigError when impossible."""
@@ -236,11 +244,7 @@ def bind(
             f"Change grpc_{name}_address / grpc_{name}_port in config.properties."
         )
     if host in WILDCARD_HOSTS:
-        log.warning(
-            "The gRPC %s API listens on all interfaces (%s): anyone who can reach this machine can call it",
-            name,
-            target,
-        )
+        log_wildcard_bind(log, f"gRPC {name}", target, keyed=keyed)
     return bound
 
 

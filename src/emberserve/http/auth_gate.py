@@ -13,17 +13,28 @@ from emberserve.errors import InvalidKeyError, ServerError
 from emberserve.http.connection import EarlyCheck, Handler, HttpRequest, HttpResponse, StreamingResponse
 from emberserve.http.responses import CACHE_HEADERS, error_response
 
-__all__ = ["TokenApi", "token_check"]
+__all__ = ["HEALTH_PATHS", "TokenApi", "token_check"]
 
 TOKEN_PATH = "/token"  # noqa: S105 - a route, not a secret
 
+#: Inference routes that answer only "healthy or not": open with ``token_auth_exempt_health``.
+HEALTH_PATHS = frozenset({"/ping", "/v2/health/live", "/v2/health/ready"})
 
-def token_check(authority: TokenAuthority, listener: Api) -> EarlyCheck:
-    """The early check of one listener (``inference`` or ``management``)."""
+
+def token_check(
+    authority: TokenAuthority, listener: Api, *, open_paths: frozenset[str] = frozenset()
+) -> EarlyCheck:
+    """The early check of one listener (``inference`` or ``management``).
+
+    ``open_paths`` need no key (TorchServe has no such list; Ember fills it with
+    :data:`HEALTH_PATHS` when ``token_auth_exempt_health=true`` so kubelet probes work).
+    """
 
     def check(
         _method: str, path: str, headers: list[tuple[str, str]], _length: int | None
     ) -> HttpResponse | None:
+        if path in open_paths:
+            return None
         api: Api = "token" if listener == "management" and path == TOKEN_PATH else listener
         values = [value for name, value in headers if name.lower() == "authorization"]
         try:
