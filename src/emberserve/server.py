@@ -186,6 +186,10 @@ class Server:
         grpc_stop = asyncio.ensure_future(grpc.stop(drain)) if grpc is not None else None
         for listener in self._listeners:
             listener.server.close()
+            # Keep-alive clients must not start new requests during the drain: they would
+            # reach models that are about to be stopped (and get 404 once they are).
+            for conn in list(listener.connections):
+                conn.begin_drain()
         await self._drain(drain)
         if grpc is not None and grpc_stop is not None:
             # Jobs have drained: cut idle long-lived calls short (a probe's health Watch, an open

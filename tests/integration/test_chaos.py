@@ -7,6 +7,7 @@ import concurrent.futures
 import json
 import resource
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -105,6 +106,43 @@ def test_sigterm_answers_running_and_queued_requests_then_exits_zero(
     assert server.stop() == 0
     assert "Received SIGTERM: draining" in server.console_text()
     assert list((tmp_path / "run" / "logs" / "config").glob("*-shutdown.cfg"))
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_sigterm_closes_keep_alive_connections_so_no_new_request_starts_during_the_drain(
+    store: Path, tmp_path: Path, marks: Path
+) -> None:
+    # Seen in the container test: a keep-alive client kept sending during the drain and, once
+    # the models were stopped, got 404 "Model not found". Now an idle keep-alive connection is
+    # closed at once and a busy one after its answer, which says "connection: close".
+    server = EmberServer(tmp_path / "run", store, models=["gated.mar", "echo.mar"]).start()
+    address = ("127.0.0.1", server.ports["inference"])
+    with (
+        socket.create_connection(address, timeout=WAIT_S) as idle,
+        socket.create_connection(address, timeout=WAIT_S) as busy,
+    ):
+        idle.sendall(b"POST /predictions/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        body = gated(marks, 0.5)
+        busy.sendall(
+            b"POST /predictions/gated HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        wait_for_marks(marks, 1)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert read_answer(idle) == b""  # closed without an answer: nothing was asked
+        answer = read_answer(busy)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close\r\n" in answer.lower()
+    assert server.stop() == 0
 
 
 def test_a_second_signal_stops_at_once_and_the_running_request_still_gets_an_answer(

@@ -206,6 +206,8 @@ class HttpConnection(asyncio.Protocol):
         self._in_message = False
         # Bytes still to discard after an early answer (None: not lingering); see _linger.
         self._linger_budget: int | None = None
+        # The server is stopping: answer what was received, then close (see begin_drain).
+        self._draining = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -406,7 +408,11 @@ class HttpConnection(asyncio.Protocol):
             status = await self._write(request, response)
             if self._on_access is not None:
                 self._on_access(request, status, (self._loop.time() - started) * 1000.0, response.headers)
-            close = not request.keep_alive or (isinstance(response, HttpResponse) and response.close)
+            close = (
+                not request.keep_alive
+                or (isinstance(response, HttpResponse) and response.close)
+                or self._draining
+            )
             if close:
                 self._close()
                 return
@@ -424,7 +430,11 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         head = [_status_line(response.status, response.phrase), *_header_lines(response.headers)]
-        keep_alive = request.keep_alive and not (isinstance(response, HttpResponse) and response.close)
+        keep_alive = (
+            request.keep_alive
+            and not (isinstance(response, HttpResponse) and response.close)
+            and not self._draining
+        )
         if isinstance(response, HttpResponse):
             has_length = any(key.lower() == "content-length" for key, _ in response.headers)
             if not has_length:
@@ -486,6 +496,12 @@ class HttpConnection(asyncio.Protocol):
         self._cancel_timer()
         if self._transport is not None:
             self._transport.close()
+
+    def begin_drain(self) -> None:
+        """Server shutdown: close now if idle, else after the answer being prepared (sent with
+        ``connection: close``), so no new request starts on this keep-alive connection."""
+        self._draining = True
+        self.close_idle()
 
     def close_idle(self) -> bool:
         """Close the connection if nothing is being served; returns whether it was closed."""
