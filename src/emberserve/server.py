@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -57,6 +58,33 @@ class _Listener:
     address: ListenAddress
     server: asyncio.Server
     connections: set[HttpConnection] = field(default_factory=set)
+    factory: Callable[[], HttpConnection] | None = None
+    tls: ssl.SSLContext | None = None
+
+    async def stop_accepting(self) -> None:
+        """Close the listening sockets without dropping the connections the kernel had already
+        accepted for us (their clients have sent requests and would get a reset).
+
+        The loop stops watching the sockets; duplicates keep them listening while their
+        backlog is taken over, then are closed. A connection completing in between the last
+        empty accept() and the close is the only one lost, instead of the whole backlog.
+        """
+        loop = asyncio.get_running_loop()
+        held = []
+        for listening in self.server.sockets:
+            with contextlib.suppress(OSError):
+                held.append(socket.socket(fileno=os.dup(listening.fileno())))
+        self.server.close()
+        for sock in held:
+            with sock:
+                sock.setblocking(False)
+                while self.factory is not None:
+                    try:
+                        conn, _ = sock.accept()
+                    except OSError:
+                        break  # BlockingIOError: the backlog is empty
+                    with contextlib.suppress(OSError):
+                        await loop.connect_accepted_socket(self.factory, conn, ssl=self.tls)
 
 
 class Server:
@@ -185,7 +213,7 @@ class Server:
         grpc, self._grpc = self._grpc, None
         grpc_stop = asyncio.ensure_future(grpc.stop(drain)) if grpc is not None else None
         for listener in self._listeners:
-            listener.server.close()
+            await listener.stop_accepting()
             # Keep-alive clients must not start new requests during the drain: they would
             # reach models that are about to be stopped (and get 404 once they are).
             for conn in list(listener.connections):
@@ -217,8 +245,19 @@ class Server:
         flush_logs()
 
     async def _drain(self, seconds: float) -> None:
-        """Wait until no job is queued or running, or ``seconds`` pass."""
-        if seconds > 0 and not await self.inference.wait_idle(seconds):
+        """Wait until no job is queued or running and no connection is receiving or answering
+        a request, or ``seconds`` pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            if not await self.inference.wait_idle(remaining):
+                break
+            if not any(conn.busy for listener in self._listeners for conn in listener.connections):
+                return
+            # A request still being read or written has no job yet (or any more): look again
+            # shortly. Bounded by the drain time like everything else here.
+            await asyncio.sleep(0.01)
+        if seconds > 0:
             log.warning(
                 "Drain time (%ss) is over with %d requests still in flight: they get an error",
                 seconds,
@@ -267,7 +306,7 @@ class Server:
             ) from exc
         if address.is_wildcard:
             log_wildcard_bind(log, name, address.url, keyed=self.tokens is not None and name != "metrics")
-        self._listeners.append(_Listener(name, address, server, connections))
+        self._listeners.append(_Listener(name, address, server, connections, factory, tls))
         log.info("%s API bound to %s", name.capitalize(), address.url)
 
     def bound_port(self, name: str) -> int:

@@ -31,6 +31,8 @@ log = logging.getLogger("emberserve.http")
 #: After an early answer, how long and how much of a client's unwanted upload is read and dropped.
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 8 * 1024 * 1024
+#: A connection this young that has sent nothing may have its request in the kernel's buffer.
+FRESH_CONNECTION_S = 0.2
 
 _REASONS: dict[int, bytes] = {
     200: b"OK",
@@ -208,6 +210,8 @@ class HttpConnection(asyncio.Protocol):
         self._linger_budget: int | None = None
         # The server is stopping: answer what was received, then close (see begin_drain).
         self._draining = False
+        self._served = False  # has at least one request been received on this connection?
+        self._opened_at = self._loop.time()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -292,6 +296,7 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_message = True
+        self._served = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -497,11 +502,27 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    @property
+    def busy(self) -> bool:
+        """Receiving, queueing or answering a request - or just accepted, its first request
+        possibly still unread in the socket (the shutdown drain waits for these)."""
+        if self._closing:
+            return False
+        fresh = not self._served and self._loop.time() - self._opened_at < FRESH_CONNECTION_S
+        return (
+            fresh
+            or self._in_message
+            or bool(self._pending)
+            or not (self._serving is None or self._serving.done())
+        )
+
     def begin_drain(self) -> None:
         """Server shutdown: close now if idle, else after the answer being prepared (sent with
-        ``connection: close``), so no new request starts on this keep-alive connection."""
+        ``connection: close``), so no new request starts on this keep-alive connection. A
+        connection that has not sent its first request yet gets that one answered."""
         self._draining = True
-        self.close_idle()
+        if self._served:
+            self.close_idle()
 
     def close_idle(self) -> bool:
         """Close the connection if nothing is being served; returns whether it was closed."""
