@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_STORE := model_store
 
-.PHONY: run test lint typecheck check examples soak bench protos clean help
+.PHONY: run test lint typecheck check examples soak bench protos image test-image clean help
 
 help:
 	@echo "make run        set up .venv, build the example models, start Ember in the foreground"
@@ -15,6 +15,8 @@ help:
 	@echo "make examples   (re)build the example model archives into ./$(MODEL_STORE)"
 	@echo "make protos     regenerate the gRPC stubs in src/emberserve/grpc/generated from the .proto files"
 	@echo "make bench      Ember vs TorchServe 0.12 in the same run (installs TorchServe and wrk; ~15 min)"
+	@echo "make image      build the container image localhost/emberserve:<version> with podman (docker/)"
+	@echo "make test-image run the image, serve the digits example through mapped ports, stop it with SIGTERM"
 	@echo "make soak       5 minutes of mixed traffic: lost requests and memory slopes (SOAK_MINUTES=n)"
 
 $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
@@ -60,6 +62,14 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || apt-get install -y -qq wrk >/dev/null 2>&1 || \
 		{ echo "make bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m benchmarks.run
+
+# Container image (docker/Dockerfile), built with podman from a Debian base made by debootstrap;
+# both are installed with apt when missing. Not part of `make test`.
+image: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/image.sh
+
+test-image: image $(MODEL_STORE)/.built
+	$(BIN)/python scripts/test_image.py
 
 SOAK_MINUTES ?= 5
 soak: $(STAMP)
