@@ -37,6 +37,7 @@ from emberserve.http.connection import EarlyCheck, Handler, HttpConnection, Http
 from emberserve.http.inference_api import InferenceApi
 from emberserve.http.management_api import ManagementApi
 from emberserve.http.metrics_api import MetricsApi
+from emberserve.http.shared_port import SharedPortApi, shared_check
 from emberserve.inference import InferenceService
 from emberserve.logs import configure_logging, flush_logs
 from emberserve.management import ManagementService, RegisterRequest
@@ -99,6 +100,8 @@ class Server:
         self._stop = asyncio.Event()
         self._fast_stop = False
         self._listeners: list[_Listener] = []
+        # API name → the listener serving it when two share a port ("management" → "inference").
+        self._aliases: dict[str, str] = {}
         self._work_dir: Path | None = None
         self.registry = ModelRegistry()
         self.metrics = MetricsRecorder(
@@ -170,16 +173,21 @@ class Server:
             inference_check = token_check(self.tokens, "inference", open_paths=open_paths)
             management_check = chain_checks(management_check, token_check(self.tokens, "management"))
             management_api = TokenApi(management_api, self.tokens)
-        await self._listen(
-            "inference",
-            cfg.inference_address,
-            cors.wrap(InferenceApi(self.inference)),
-            limits,
-            inference_check,
-        )
-        await self._listen(
-            "management", cfg.management_address, cors.wrap(management_api), limits, management_check
-        )
+        inference_api = cors.wrap(InferenceApi(self.inference))
+        management_api = cors.wrap(management_api)
+        if _same_listener(cfg.inference_address, cfg.management_address):
+            # TorchServe serves both APIs on one port then (KServe's configs do this).
+            await self._listen(
+                "inference",
+                cfg.inference_address,
+                SharedPortApi(inference_api, management_api),
+                limits,
+                shared_check(inference_check, management_check),
+            )
+            self._aliases["management"] = "inference"
+        else:
+            await self._listen("inference", cfg.inference_address, inference_api, limits, inference_check)
+            await self._listen("management", cfg.management_address, management_api, limits, management_check)
         if cfg.enable_metrics_api:
             await self._listen("metrics", cfg.metrics_address, cors.wrap(MetricsApi(self.metrics)), limits)
         self._system_metrics = asyncio.get_running_loop().create_task(self.metrics.run_system_metrics())
@@ -311,6 +319,7 @@ class Server:
 
     def bound_port(self, name: str) -> int:
         """The port a listener actually bound (useful with port 0 in tests)."""
+        name = self._aliases.get(name, name)
         for listener in self._listeners:
             if listener.name == name:
                 sockname = listener.server.sockets[0].getsockname()
@@ -368,6 +377,11 @@ class Server:
                 or (p.is_dir() and (p / "MAR-INF" / "MANIFEST.json").is_file())
             )
         return [s for s in specs if s and s not in ("standalone",)]
+
+
+def _same_listener(first: ListenAddress, second: ListenAddress) -> bool:
+    """Whether two APIs must share one listener (port 0 means "any free port": never shared)."""
+    return first == second and (first.scheme == "unix" or first.port != 0)
 
 
 def _loopback_only(address: ListenAddress) -> bool:
