@@ -39,7 +39,7 @@ from emberserve.http.management_api import ManagementApi
 from emberserve.http.metrics_api import MetricsApi
 from emberserve.http.shared_port import SharedPortApi, shared_check
 from emberserve.inference import InferenceService
-from emberserve.logs import configure_logging, flush_logs
+from emberserve.logs import RequestLog, configure_logging, flush_logs
 from emberserve.management import ManagementService, RegisterRequest
 from emberserve.metrics import MetricsRecorder
 from emberserve.registry import ModelRegistry
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from emberserve.grpc import GrpcServers
 
 log = logging.getLogger("emberserve.server")
-access_log = logging.getLogger("emberserve.access")
+access_log = RequestLog("emberserve.access")
 
 
 @dataclass
@@ -397,13 +397,11 @@ def _loopback_only(address: ListenAddress) -> bool:
 
 
 def _log_access(request: HttpRequest, status: int, elapsed_ms: float, headers: list[tuple[str, str]]) -> None:
-    if access_log.isEnabledFor(logging.INFO):
+    if access_log.enabled():
         # Control characters from clients never reach the log file raw.
         line = f"{request.method} {request.path} HTTP/1.1".encode("unicode_escape").decode("ascii")
         request_id = next((v for k, v in headers if k == "x-request-id"), None)
-        access_log.info(
-            '%s "%s" %d %d', request.client, line, status, round(elapsed_ms), extra={"request_id": request_id}
-        )
+        access_log.write(f'{request.client} "{line}" {status} {round(elapsed_ms)}', request_id)
 
 
 def run_server(

@@ -36,13 +36,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from emberserve.errors import ConfigError
+from emberserve.logs import RequestLog
 from emberserve.metrics.families import Family, frontend_families, model_families
 from emberserve.workers.protocol import MetricRecord
 
 __all__ = ["MetricsRecorder", "StateSource"]
 
-ts_metrics_log = logging.getLogger("emberserve.ts_metrics")
-model_metrics_log = logging.getLogger("emberserve.model_metrics")
+ts_metrics_log = RequestLog("emberserve.ts_metrics")
+model_metrics_log = RequestLog("emberserve.model_metrics")
 log = logging.getLogger("emberserve.metrics")
 
 # "_created" series double every counter and histogram for little use; Ember owns this process.
@@ -165,16 +166,16 @@ class MetricsRecorder:
         if family is None:  # not selected by metrics_config
             return
         if self.mode == "log":
-            if ts_metrics_log.isEnabledFor(logging.INFO):
-                ts_metrics_log.info("%s", _log_line(name, family.unit, value, dims, self.hostname, None))
+            if ts_metrics_log.enabled():
+                ts_metrics_log.write(_log_line(name, family.unit, value, dims, self.hostname, None))
             return
         family.add(labels, value)
 
     def _log_model_metric(self, record: MetricRecord) -> None:
-        if model_metrics_log.isEnabledFor(logging.INFO):
+        if model_metrics_log.enabled():
             dims = dict(zip(record.dimension_names, record.dimension_values, strict=False))
             line = _log_line(record.name, record.unit, record.value, dims, self.hostname, record.request_id)
-            model_metrics_log.info("%s", line)
+            model_metrics_log.write(line, record.request_id)
 
     # -- host metrics ------------------------------------------------------------------------------
 
