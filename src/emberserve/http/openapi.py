@@ -278,6 +278,12 @@ _SCALE_PARAMETERS = [
 ]
 
 
+def _accepted(operation: Json) -> Json:
+    """Also document TorchServe's 202 (asynchronous register or scale: workers still starting)."""
+    operation["responses"]["202"] = operation["responses"]["200"]
+    return operation
+
+
 def _management_model_paths(model: Json, version: Json | None) -> Json:
     base = "/models/{model_name}" if version is None else "/models/{model_name}/{model_version}"
     params = [model] if version is None else [model, version]
@@ -292,11 +298,13 @@ def _management_model_paths(model: Json, version: Json | None) -> Json:
                     _query("customized", "Add the handler's describe_handle output", "boolean"),
                 ],
             ),
-            "put": _operation(
-                "setAutoScale" if version is None else "versionSetAutoScale",
-                "Scale workers (202 while asynchronous)",
-                _STATUS,
-                parameters=params + _SCALE_PARAMETERS,
+            "put": _accepted(
+                _operation(
+                    "setAutoScale" if version is None else "versionSetAutoScale",
+                    "Scale workers (202 while asynchronous)",
+                    _STATUS,
+                    parameters=params + _SCALE_PARAMETERS,
+                )
             ),
             "delete": _operation(
                 "unregisterModel" if version is None else "versionUnregisterModel",
@@ -323,12 +331,14 @@ def management_document() -> Json:
                     _query("next_page_token", "Where the page starts", "integer"),
                 ],
             ),
-            "post": _operation(
-                "registerModel",
-                "Register a model archive (needs enable_model_api); parameters may also be a JSON body",
-                _STATUS,
-                parameters=_REGISTER_PARAMETERS,
-                errors=("400", "404", "405", "409", "500", "503"),
+            "post": _accepted(
+                _operation(
+                    "registerModel",
+                    "Register a model archive (needs enable_model_api); parameters may also be a JSON body",
+                    _STATUS,
+                    parameters=_REGISTER_PARAMETERS,
+                    errors=("400", "404", "405", "409", "500", "503"),
+                )
             ),
         },
         **_management_model_paths(_MODEL, None),
@@ -344,7 +354,7 @@ def management_document() -> Json:
                 "Replace the inference or management key (needs the API key)",
                 {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}},
                 parameters=[_query("type", "inference or management", required=True)],
-                errors=("400",),
+                errors=("400", "404"),  # 404: token authorization is off
             )
         },
         "/api-description": _API_DESCRIPTION,
