@@ -38,9 +38,9 @@ from typing import Literal
 
 import orjson
 
-from emberserve.errors import InvalidKeyError
+from emberserve.errors import ConfigError, InvalidKeyError
 
-__all__ = ["KEY_FILE_NAME", "Api", "TokenAuthority", "bearer_token", "log_wildcard_bind"]
+__all__ = ["KEY_FILE_NAME", "Api", "TokenAuthority", "bearer_token", "log_wildcard_bind", "read_shared_keys"]
 
 log = logging.getLogger("emberserve.auth")
 
@@ -90,13 +90,25 @@ class TokenAuthority:
     """The server's keys (see the module docstring). ``clock`` returns epoch seconds (tests)."""
 
     def __init__(
-        self, key_file: Path, expiration_min: int, *, clock: Callable[[], float] = time.time
+        self,
+        key_file: Path,
+        expiration_min: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        shared_keys: Path | None = None,
     ) -> None:
         self.key_file = key_file
         self._ttl_s = max(1, expiration_min) * 60.0
         self._clock = clock
+        self._shared = shared_keys
+        if shared_keys is not None:
+            # Replicas behind one Service must accept the same keys: the operator provides them
+            # (a Kubernetes Secret) and rotates them there. Nothing is written or expires.
+            self._keys = {name: _Key(value, None) for name, value in read_shared_keys(shared_keys).items()}
+            log.info("Token authorization is on, with the keys in %s (token_keys_file)", shared_keys)
+            return
         now = clock()
-        self._keys: dict[str, _Key] = {
+        self._keys = {
             "management": _Key(_new_key(), now + self._ttl_s),
             "inference": _Key(_new_key(), now + self._ttl_s),
             "API": _Key(_new_key(), None),
@@ -125,12 +137,19 @@ class TokenAuthority:
         """Replace the ``inference`` or ``management`` key (the caller checked the API key)."""
         if kind not in _ROTATABLE:
             raise InvalidKeyError(AUTHENTICATION_FAILED)
+        if self._shared is not None:
+            raise InvalidKeyError(
+                f"The keys come from {self._shared.name} (token_keys_file): replace them there and "
+                "restart the replicas"
+            )
         self._keys[kind] = _Key(_new_key(), self._clock() + self._ttl_s)
         self._write()
         log.info("The %s key was replaced (see %s)", kind, self.key_file)
 
     def remove_file(self) -> None:
         """Delete the key file (server shutdown): stale keys must not outlive the server."""
+        if self._shared is not None:
+            return  # the operator's file, not ours
         with contextlib.suppress(OSError):
             self.key_file.unlink()
 
@@ -156,6 +175,40 @@ class TokenAuthority:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+#: A provided key must be at least this long: 22 URL-safe characters carry 128 bits.
+MIN_SHARED_KEY_CHARS = 22
+
+
+def read_shared_keys(path: Path) -> dict[str, str]:
+    """The ``inference``, ``management`` and ``API`` keys of a ``token_keys_file`` (the
+    ``key_file.json`` layout; expiration times are ignored). ConfigError when unusable.
+
+    >>> import json, tempfile
+    >>> doc = {kind: {"key": kind[0] * 32} for kind in ("inference", "management", "API")}
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".json") as fh:
+    ...     _ = fh.write(json.dumps(doc)); fh.flush()
+    ...     sorted(read_shared_keys(Path(fh.name)))
+    ['API', 'inference', 'management']
+    """
+    try:
+        document = orjson.loads(path.read_bytes())
+        keys = {kind: document[kind]["key"] for kind in ("inference", "management", "API")}
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"token_keys_file {path}: not a key file ({exc}). Write it in key_file.json's layout: "
+            '{"inference": {"key": "…"}, "management": {"key": "…"}, "API": {"key": "…"}}'
+        ) from exc
+    for kind, value in keys.items():
+        if not isinstance(value, str) or len(value) < MIN_SHARED_KEY_CHARS or not value.isprintable():
+            raise ConfigError(
+                f"token_keys_file {path}: the {kind} key must be at least {MIN_SHARED_KEY_CHARS} "
+                "printable characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+    if len(set(keys.values())) != len(keys):
+        raise ConfigError(f"token_keys_file {path}: the three keys must differ")
+    return keys
 
 
 def log_wildcard_bind(logger: logging.Logger, api: str, where: str, *, keyed: bool) -> None:

@@ -70,6 +70,10 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
  token_auth_exempt_health   false            ``/ping``, ``/v2/health/live`` and
                                              ``/v2/health/ready`` need no token (for probes
                                              that cannot send one, e.g. Kubernetes httpGet)
+ token_keys_file            (none)           keys in key_file.json's layout, provided by the
+                                             operator (a Secret) so that replicas share them;
+                                             never written, never expire, rotated by the
+                                             operator (``GET /token`` refuses)
  model_download_timeout     600              seconds one http(s)/s3 archive download may take
  metrics_clean_family       true             with metrics_mode=prometheus, also Ember's
                                              Prometheus-style family (ember_*)
@@ -312,6 +316,8 @@ class ServerConfig:
     drain_timeout: int = 30
     #: Answer /ping and /v2/health/{live,ready} without a token (kubelet probes cannot send one).
     token_auth_exempt_health: bool = False
+    #: Keys provided by the operator (key_file.json layout), shared by every replica.
+    token_keys_file: Path | None = None
     model_download_timeout: int = 600
     metrics_clean_family: bool = True
     #: log4j-style text lines (TorchServe's) or one JSON object per line.

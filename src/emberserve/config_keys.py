@@ -599,6 +599,7 @@ _SPECS = (
     # Ember-only keys
     _ember("drain_timeout", int_parser(0)),
     _ember("token_auth_exempt_health", parse_bool),
+    _ember("token_keys_file", parse_optional_path),
     _ember("model_download_timeout", int_parser(1)),
     _ember("metrics_clean_family", parse_bool),
     _ember("log_format", choice_parser("text", "json")),

@@ -168,7 +168,9 @@ class Server:
             cors, loopback_only=_loopback_only(cfg.management_address)
         )
         if not cfg.disable_token_authorization:
-            self.tokens = TokenAuthority(Path.cwd() / KEY_FILE_NAME, cfg.token_expiration_min)
+            self.tokens = TokenAuthority(
+                Path.cwd() / KEY_FILE_NAME, cfg.token_expiration_min, shared_keys=cfg.token_keys_file
+            )
             open_paths = HEALTH_PATHS if cfg.token_auth_exempt_health else frozenset()
             inference_check = token_check(self.tokens, "inference", open_paths=open_paths)
             management_check = chain_checks(management_check, token_check(self.tokens, "management"))

@@ -255,3 +255,53 @@ def test_token_auth_exempt_health_opens_only_the_health_routes(echo_store: Path,
             assert answer.status_code == 400, path
             assert answer.json() == FAILED
         assert httpx.get(f"{server.management_url}/models", timeout=10).json() == FAILED
+
+
+def test_replicas_share_the_keys_of_a_token_keys_file(echo_store: Path, tmp_path: Path) -> None:
+    # Replicas behind one Kubernetes Service must accept the same keys: the operator provides
+    # them (a Secret); each replica would otherwise make its own and a client could not call two.
+    shared = {
+        kind: {"key": f"{kind}-0123456789abcdefghijklmnop"} for kind in ("inference", "management", "API")
+    }
+    keys_path = tmp_path / "secret" / "keys.json"
+    keys_path.parent.mkdir()
+    keys_path.write_bytes(orjson.dumps(shared))
+    config = {"disable_token_authorization": "false", "token_keys_file": str(keys_path)}
+    first = EmberServer(
+        tmp_path / "a", echo_store, models=["echo.mar"], extra_config=config, wait_healthy=False
+    )
+    second = EmberServer(
+        tmp_path / "b", echo_store, models=["echo.mar"], extra_config=config, wait_healthy=False
+    )
+    inference = bearer(shared["inference"]["key"])
+    with first, second:
+        for replica in (first, second):
+            replica.wait_for_ping(200, headers=inference)
+            answer = httpx.post(f"{replica.inference_url}/predictions/echo", content=b"hi", headers=inference)
+            assert answer.status_code == 200 and answer.content == b"hi"
+            assert not (replica.run_dir / "key_file.json").exists()  # the secret is not copied
+        refused = httpx.get(
+            f"{first.management_url}/token",
+            params={"type": "inference"},
+            headers=bearer(shared["API"]["key"]),
+        )
+        assert refused.status_code == 400 and "token_keys_file" in refused.json()["message"]
+        assert httpx.get(f"{first.inference_url}/ping", headers=inference).status_code == 200
+    assert keys_path.exists()  # the operator's file outlives the servers
+
+
+def test_a_weak_token_keys_file_stops_the_server_with_a_clear_message(
+    echo_store: Path, tmp_path: Path
+) -> None:
+    keys_path = tmp_path / "keys.json"
+    keys_path.write_bytes(
+        orjson.dumps({kind: {"key": "short"} for kind in ("inference", "management", "API")})
+    )
+    server = EmberServer(
+        tmp_path / "run",
+        echo_store,
+        extra_config={"disable_token_authorization": "false", "token_keys_file": str(keys_path)},
+        wait_healthy=False,
+    )
+    with pytest.raises(RuntimeError, match="must be at least 22"):
+        server.start()
