@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml requirements-dev.txt constraints-dev.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[torch,grpc]' -r requirements-dev.txt
+	# Only read (never imported) by a test comparing our KServe schemas with the SDK's models; its
+	# dependencies (protobuf<7) would clash with the gRPC stubs', hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps kserve==0.21.0
 	touch $(STAMP)
 
 $(MODEL_STORE)/.built: $(STAMP) $(wildcard examples/*/*.py) examples/build.sh
@@ -48,8 +51,8 @@ test: $(STAMP) $(PROMTOOL_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples scripts benchmarks
-	$(BIN)/ruff format --check src tests examples scripts benchmarks
+	$(BIN)/ruff check src tests examples scripts benchmarks deploy
+	$(BIN)/ruff format --check src tests examples scripts benchmarks deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
