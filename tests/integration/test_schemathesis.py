@@ -70,7 +70,8 @@ def run_schemathesis(srv: EmberServer, base: str, checks: str, tmp_path: Path) -
         "20",
         "--no-color",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    # cwd: st keeps a .schemathesis/ folder of its own in the working directory.
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     return done.stdout
 
