@@ -9,6 +9,7 @@ errors is marked invalid. The report goes to ``benchmarks/results/<date>/report.
 from __future__ import annotations
 
 import argparse
+import array
 import datetime
 import json
 import os
@@ -16,12 +17,14 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import httpx
 import psutil
 
 from benchmarks import models
@@ -52,35 +55,100 @@ def grpc_point(model: str, body: bytes, concurrency: int) -> Measure:
     return measure
 
 
-def workloads(cnn_body: bytes) -> list[tuple[str, dict[str, object], list[tuple[str, Measure]]]]:
+def scraped(inner: Measure, every_s: float = 1.0) -> Measure:
+    """``inner`` while another thread scrapes the metrics port every ``every_s`` seconds (W7)."""
+
+    def measure(server: Server, seconds: float) -> Point:
+        stop = threading.Event()
+
+        def scrape() -> None:
+            with httpx.Client(timeout=10) as client:
+                while not stop.wait(every_s):
+                    client.get(server.metrics + "/metrics")
+
+        scraper = threading.Thread(target=scrape, daemon=True)
+        scraper.start()
+        try:
+            return inner(server, seconds)
+        finally:
+            stop.set()
+            scraper.join()
+
+    return measure
+
+
+def v2_body(cnn_body: bytes) -> bytes:
+    """The CNN input as a KServe v2 / Open Inference Protocol JSON request (W5)."""
+    numbers = array.array("f", cnn_body).tolist()
+    tensor = {"name": "input-0", "shape": [1, 28, 28], "datatype": "FP32", "data": numbers}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+#: Server configurations: the workloads of each run on servers started with these extra keys.
+CONFIGS = {
+    "default": "",
+    "prometheus": "metrics_mode=prometheus\n",
+    "kservev2": "service_envelope=kservev2\n",
+}
+
+Workload = tuple[str, dict[str, object], list[tuple[str, Measure]], str]
+
+
+def workloads(cnn_body: bytes, image_body: bytes) -> list[Workload]:
     echo_body = b"x" * 1024
     octet = "application/octet-stream"
+    cnn_16 = http_point("/predictions/cnn", 16, cnn_body, octet)
     return [
-        ("W0 GET /ping", {}, [("c=16", http_point("/ping", 16, None, octet, "GET"))]),
+        ("W0 GET /ping", {}, [("c=16", http_point("/ping", 16, None, octet, "GET"))], "default"),
         (
             "W1 echo, 1 KB, 1 worker",
             {"model": "echo", "workers": 1},
             [(f"c={c}", http_point("/predictions/echo", c, echo_body, octet)) for c in (1, 16, 64)],
+            "default",
+        ),
+        ("W2 small CNN, 1 worker", {"model": "cnn", "workers": 1}, [("c=16", cnn_16)], "default"),
+        ("W2 small CNN, 2 workers", {"model": "cnn", "workers": 2}, [("c=16", cnn_16)], "default"),
+        (
+            "W3 600 KB float32 body, light model, 1 worker",
+            {"model": "light", "workers": 1},
+            [("c=16", http_point("/predictions/light", 16, image_body, octet))],
+            "default",
         ),
         (
-            "W2 small CNN, 1 worker",
-            {"model": "cnn", "workers": 1},
-            [("c=16", http_point("/predictions/cnn", 16, cnn_body, octet))],
-        ),
-        (
-            "W2 small CNN, 2 workers",
-            {"model": "cnn", "workers": 2},
-            [("c=16", http_point("/predictions/cnn", 16, cnn_body, octet))],
+            "W3 600 KB float32 body, ResNet-18-sized model, 1 worker",
+            {"model": "resnet", "workers": 1},
+            [("c=4", http_point("/predictions/resnet", 4, image_body, octet))],
+            "default",
         ),
         (
             "W4 small CNN, batch_size 8, max_batch_delay 5 ms",
             {"model": "cnn", "workers": 1, "batch_size": 8, "max_batch_delay": 5},
             [(f"c={c}", http_point("/predictions/cnn", c, cnn_body, octet)) for c in (1, 16)],
+            "default",
+        ),
+        (
+            "W5 KServe v2 JSON, small CNN, 1 worker",
+            {"model": "cnn", "workers": 1},
+            [("c=16", http_point("/v2/models/cnn/infer", 16, v2_body(cnn_body), "application/json"))],
+            "kservev2",
         ),
         (
             "W6 gRPC Predictions, echo",
             {"model": "echo", "workers": 1},
             [("c=16", grpc_point("echo", b"x" * 1024, 16))],
+            "default",
+        ),
+        (
+            "W6 gRPC Predictions, small CNN",
+            {"model": "cnn", "workers": 1},
+            [("c=16", grpc_point("cnn", cnn_body, 16))],
+            "default",
+        ),
+        (
+            "W7 small CNN, 1 worker, Prometheus metrics",
+            {"model": "cnn", "workers": 1},
+            [("no scrape", cnn_16), ("scrape every 1 s", scraped(cnn_16))],
+            "prometheus",
         ),
     ]
 
@@ -91,25 +159,32 @@ def run(seconds: float, repeats: int, out_dir: Path) -> Path:
     store = work / "store"
     models.build(store, work / "src")
     raw_cnn_s = models.raw_cnn_seconds(work / "src")
-    plan = workloads(models.cnn_input())
+    raw_image_s = {name: models.raw_image_seconds(work / "src", name) for name in ("light", "resnet")}
+    plan = workloads(models.cnn_input(), models.image_input())
     results: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
     control: dict[tuple[str, str], list[float]] = defaultdict(list)
     for rep in range(repeats):
         order = KINDS if rep % 2 == 0 else tuple(reversed(KINDS))
-        for kind in order:
+        for kind, config in ((k, c) for k in order for c in CONFIGS):
             server = Server(kind, work / f"run-{kind}", store)
-            print(f"[round {rep + 1}/{repeats}] {kind}: starting", flush=True)
-            control[(kind, "cold start to /ping healthy (s)")].append(server.start())
+            print(f"[round {rep + 1}/{repeats}] {kind} ({config} config): starting", flush=True)
+            started_s = server.start(CONFIGS[config])
             try:
-                control[(kind, "register echo, 1 worker, synchronous (s)")].append(server.register("echo"))
-                control[(kind, "scale echo 1 → 2 workers (s)")].append(server.scale("echo", 2))
-                frontend_mb, workers_mb = server.rss()
-                control[(kind, "frontend RSS (MB)")].append(frontend_mb)
-                control[(kind, "echo worker RSS (MB)")].append(
-                    max(workers_mb) if workers_mb else float("nan")
-                )
-                control[(kind, "unregister echo (s)")].append(server.unregister("echo"))
-                for name, setup, points in plan:
+                if config == "default":
+                    control[(kind, "cold start to /ping healthy (s)")].append(started_s)
+                    control[(kind, "register echo, 1 worker, synchronous (s)")].append(
+                        server.register("echo")
+                    )
+                    control[(kind, "scale echo 1 → 2 workers (s)")].append(server.scale("echo", 2))
+                    frontend_mb, workers_mb = server.rss()
+                    control[(kind, "frontend RSS (MB)")].append(frontend_mb)
+                    control[(kind, "echo worker RSS (MB)")].append(
+                        max(workers_mb) if workers_mb else float("nan")
+                    )
+                    control[(kind, "unregister echo (s)")].append(server.unregister("echo"))
+                for name, setup, points, wanted in plan:
+                    if wanted != config:
+                        continue
                     if setup:
                         server.register(
                             str(setup["model"]), int(setup["workers"]),  # type: ignore[call-overload]
@@ -131,15 +206,16 @@ def run(seconds: float, repeats: int, out_dir: Path) -> Path:
                         server.unregister(str(setup["model"]))
             finally:
                 server.stop()
-    return write_report(out_dir, plan, results, control, raw_cnn_s, seconds, repeats)
+    return write_report(out_dir, plan, results, control, raw_cnn_s, raw_image_s, seconds, repeats)
 
 
 def write_report(
     out_dir: Path,
-    plan: list[tuple[str, dict[str, object], list[tuple[str, Measure]]]],
+    plan: list[Workload],
     results: dict[tuple[str, str, str], list[dict[str, float]]],
     control: dict[tuple[str, str], list[float]],
     raw_cnn_s: float,
+    raw_image_s: dict[str, float],
     seconds: float,
     repeats: int,
 ) -> Path:
@@ -162,8 +238,10 @@ def write_report(
         "The load generator shares the machine's CPUs with the server under test, alike for both.",
         "",
     ]
-    for name, _setup, points in plan:
-        lines += [f"## {name}", "", "| point | metric | Ember | TorchServe | ratio (E/T) | spread E / T |",
+    for name, _setup, points, config in plan:
+        note = f" (servers started with {CONFIGS[config].strip()})" if CONFIGS[config] else ""
+        lines += [f"## {name}{note}", "",
+                  "| point | metric | Ember | TorchServe | ratio (E/T) | spread E / T |",
                   "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for label, _ in points:
             for key, title in (("rps", "throughput (req/s)"), ("p50_ms", "p50 (ms)"), ("p99_ms", "p99 (ms)"),
@@ -192,6 +270,22 @@ def write_report(
         f"{1 / raw_cnn_s:.0f} inferences/s on one worker. Served ÷ raw (W2, 1 worker, c=16): Ember "
         f"{w2 * raw_cnn_s:.2f}, TorchServe {w2_ts * raw_cnn_s:.2f}.",
         "",
+    ]
+    w3 = "W3 600 KB float32 body"
+    for model, title, label in (("light", f"{w3}, light model, 1 worker", "c=16"),
+                                ("resnet", f"{w3}, ResNet-18-sized model, 1 worker", "c=4")):  # fmt: skip
+        raw = raw_image_s[model]
+        e, t = med(title, label, "ember", "rps") * raw, med(title, label, "torchserve", "rps") * raw
+        lines.append(
+            f"Raw in-process {model} forward pass (1 thread, batch 1): {raw * 1000:.3f} ms. "
+            f"Served ÷ raw ({title}): Ember {e:.2f}, TorchServe {t:.2f}."
+        )
+    w7 = "W7 small CNN, 1 worker, Prometheus metrics"
+    for kind in KINDS:
+        quiet, busy = med(w7, "no scrape", kind, "p99_ms"), med(w7, "scrape every 1 s", kind, "p99_ms")
+        lines.append(f"W7 p99 with scrapes ÷ without, {kind}: {busy / quiet if quiet else float('nan'):.2f}.")
+    lines += [
+        "",
         "![throughput](w1_throughput.png) ![p99](w1_p99.png)",
         "",
     ]
@@ -201,6 +295,7 @@ def write_report(
         "points": {" | ".join(k): v for k, v in results.items()},
         "control": {" | ".join(k): v for k, v in control.items()},
         "raw_cnn_s": raw_cnn_s,
+        "raw_image_s": raw_image_s,
     }
     (out_dir / "raw.json").write_text(json.dumps(raw, indent=1))
     _charts(out_dir, results)

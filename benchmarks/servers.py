@@ -58,6 +58,10 @@ class Server:
         return f"http://127.0.0.1:{self.ports['inference']}"
 
     @property
+    def metrics(self) -> str:
+        return f"http://127.0.0.1:{self.ports['metrics']}"
+
+    @property
     def management(self) -> str:
         return f"http://127.0.0.1:{self.ports['management']}"
 
