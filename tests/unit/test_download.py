@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import pytest
 
 from emberserve.archive import download
@@ -148,7 +149,7 @@ def test_metadata_and_link_local_addresses_are_never_contacted(
     def no_connection(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a blocked destination was contacted")
 
-    monkeypatch.setattr(download.httpx, "Client", no_connection)
+    monkeypatch.setattr(httpx, "Client", no_connection)
     everything = DownloadPolicy(allowed_urls=[".*"], explicit=True, max_bytes=1 << 20, timeout_s=5)
     with pytest.raises(UrlNotAllowedError):
         download_archive(url, tmp_path, everything)
