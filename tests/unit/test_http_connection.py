@@ -207,3 +207,48 @@ def test_expect_100_continue_gets_an_interim_answer_before_the_body() -> None:
     data = run(scenario())
     assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
     assert data.endswith(b"PUT /x 3")
+
+
+def test_a_long_keep_alive_connection_never_stalls_on_its_own_headers() -> None:
+    """Read back-pressure counts queued requests only: 4 MiB of headers over one connection
+    (served one at a time) must not pause reading for good."""
+    limits = HttpLimits(max_buffered_bytes=64 * 1024, keep_alive_timeout=5)
+    request = b"GET /a HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n"
+
+    async def client() -> bytes:
+        server = await asyncio.get_running_loop().create_server(
+            lambda: HttpConnection(echo, limits), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(1000):
+                writer.write(request)
+                await reader.readuntil(b"GET /a 0")
+            writer.close()
+            return b"ok"
+        finally:
+            server.close()
+
+    assert run(client()) == b"ok"
+
+
+def test_a_chunked_body_with_heavy_framing_is_read_to_the_end() -> None:
+    """One-byte chunks: 6 wire bytes per body byte. The framing must not count against the
+    pipelining budget (it once paused reading mid-body with nothing queued to resume it)."""
+    limits = HttpLimits(max_body_bytes=100_000, max_buffered_bytes=64 * 1024, keep_alive_timeout=5)
+    raw = (
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + b"1\r\na\r\n" * 50_000
+        + b"0\r\n\r\n"
+    )
+    assert b"POST /a 50000" in run(exchange(raw, limits=limits))
+
+
+def test_pipelined_requests_past_the_budget_pause_reading_then_all_are_answered() -> None:
+    limits = HttpLimits(max_buffered_bytes=4096, keep_alive_timeout=5)
+    raw = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    raw += b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data = run(exchange(raw, limits=limits))
+    assert data.count(b"GET /a 0") == 2000
+    assert data.endswith(b"GET /last 0")

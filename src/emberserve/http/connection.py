@@ -159,6 +159,11 @@ class HttpLimits:
     max_buffered_bytes: int = 1 << 20
 
 
+# Bytes counted per queued request beyond its head and body: the objects that hold it. Keeps a flood
+# of tiny pipelined requests from queueing without bound.
+_REQUEST_OVERHEAD = 256
+
+
 class _AbortError(Exception):
     """Parsing must stop: answer (if given) and close the connection."""
 
@@ -195,6 +200,12 @@ class HttpConnection(asyncio.Protocol):
         self._rejected: HttpResponse | None = None
         # Completed requests waiting to be served, and the task serving them.
         self._pending: deque[HttpRequest] = deque()
+        # What each pending request costs in memory (head + body); _buffered is their sum. Only
+        # complete, unserved requests count: the one being received is bounded by the size limits,
+        # and every byte counted here is uncounted when its request is served, so a paused read
+        # always resumes (counting wire bytes instead drifted upward and stalled keep-alive
+        # connections after ~1 MiB of headers, or a chunked body with heavy framing).
+        self._costs: deque[int] = deque()
         self._serving: asyncio.Task[None] | None = None
         # Answers decided before the body was read (auth, Host checks), keyed by pending request.
         self._fixed: dict[int, HttpResponse] = {}
@@ -240,7 +251,6 @@ class HttpConnection(asyncio.Protocol):
             return
         if self._closing or self._upgraded:
             return
-        self._buffered += len(data)
         try:
             self._parser.feed_data(data)
         except _AbortError as abort:
@@ -372,13 +382,12 @@ class HttpConnection(asyncio.Protocol):
             keep_alive=self._parser.should_keep_alive(),
         )
         self._body = bytearray()
-        if self._rejected is not None:
-            rejected, self._rejected = self._rejected, None
-            self._pending.append(request)
-            self._schedule(rejected)
-            return
+        cost = len(request.body) + self._header_bytes + _REQUEST_OVERHEAD
+        self._buffered += cost
+        self._costs.append(cost)
         self._pending.append(request)
-        self._schedule(None)
+        rejected, self._rejected = self._rejected, None
+        self._schedule(rejected)
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -392,7 +401,7 @@ class HttpConnection(asyncio.Protocol):
     async def _serve_pending(self) -> None:
         while self._pending and not self._closing:
             request = self._pending.popleft()
-            self._buffered = max(0, self._buffered - len(request.body))
+            self._buffered -= self._costs.popleft()
             started = self._loop.time()
             fixed = self._fixed.pop(id(request), None)
             if fixed is not None:
