@@ -320,6 +320,41 @@ def test_an_oversized_stream_chunk_fails_the_batch_not_the_worker(tmp_path: Path
         assert small.results[0].body == b"done"
 
 
+def test_cancel_stops_an_endless_stream_and_the_worker_takes_the_next_batch(tmp_path: Path) -> None:
+    """Cancel (every client gone) makes the next chunk raise StreamCancelled in the handler; a
+    Cancel that arrives after its batch was answered is ignored."""
+    source = textwrap.dedent("""
+        import time
+        from ts.handler_utils.utils import send_intermediate_predict_response
+
+        def handle(data, context):
+            if data is None:
+                return None
+            if data[0]["body"] in (b"forever", "forever"):
+                while True:
+                    send_intermediate_predict_response(["tick"], context.request_ids, "ok", 200, context)
+                    time.sleep(0.01)
+            return [data[0]["body"]]
+    """)
+    model_dir = write_model_dir(tmp_path / "m", {"forever_handler.py": source}, "forever_handler.py")
+    with WorkerHarness.spawn() as harness:
+        _loaded(harness, model_dir)
+        harness.send(protocol.Predict([make_request("forever", request_id="f1")]))
+        while not isinstance(first := harness.recv(), protocol.StreamChunk):
+            assert isinstance(first, protocol.MetricsReport), first
+        assert first.result.body == b"tick"
+        harness.send(protocol.Cancel())
+        while not isinstance(message := harness.recv(), protocol.Predicted):
+            assert isinstance(message, protocol.StreamChunk | protocol.MetricsReport), message
+        assert (message.results[0].status, message.results[0].error) == (503, "Prediction failed")
+        harness.send(protocol.Cancel())  # stale: its batch is over
+        assert harness.predict_one("next").body == b"next"
+        assert harness.shutdown() == 0
+        harness.close()  # joins the pipe readers: all output is in
+        assert "Streaming stopped: the client of request f1 is gone" in harness.stderr()
+        assert "Traceback" not in harness.output()
+
+
 # -- envelopes, metrics, logs ----------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from emberserve.handlers.outputs import (
     output_problem,
     results_from_output,
 )
+from emberserve.handlers.streaming import StreamCancelled
 from emberserve.workers.protocol import LoadModel, MetricRecord, Request, Result
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class HandlerService:
         start = time.perf_counter()
         try:
             output = self.handler.entry_point(batch.rows, context)
+        except StreamCancelled as exc:
+            log.info("Streaming stopped: %s", exc)
+            return error_results(ids, 503, PREDICTION_FAILED)
         except Exception as exc:
             status, message = exception_status(exc)
             log.warning("Invoking custom service failed (%s %s)", status, message, exc_info=True)

@@ -11,6 +11,11 @@ content type from the context) and marks it with the header ``ts_stream_next: tr
 sends it to the frontend at once as a ``StreamChunk`` frame. The final response then carries
 ``ts_stream_next: false``. ``message`` and ``code`` are accepted for TorchServe compatibility: the
 per-request status set on the context is what the client sees.
+
+When every client of the batch has gone (a cancelled gRPC stream, a closed HTTP connection), the
+next call raises :class:`StreamCancelled` instead of sending: it unwinds the handler so the
+worker is free for the next batch. A handler that catches it and carries on streaming is killed
+``response_timeout`` seconds later. (TorchServe streams on into the void until the handler ends.)
 """
 
 from __future__ import annotations
@@ -22,13 +27,18 @@ from emberserve.handlers.context import Context
 from emberserve.handlers.outputs import results_from_output
 
 
+class StreamCancelled(Exception):
+    """Nobody is reading this stream any more; raised by ``send_intermediate_predict_response``."""
+
+
 def send_intermediate_predict_response(
     ret: list[Any], req_id_map: dict[int, str], message: str, code: int, context: Context
 ) -> None:
     """Send ``ret[idx]`` to the client of each request in ``req_id_map`` as one streamed chunk.
 
     Raises :class:`~emberserve.handlers.outputs.UnsupportedOutputError` for an item that cannot
-    be serialised, and RuntimeError when called outside a worker (no frontend to stream to).
+    be serialised, :class:`StreamCancelled` when the clients are gone, and RuntimeError when
+    called outside a worker (no frontend to stream to).
     """
     if str(os.environ.get("LOCAL_RANK", "0")) != "0":
         return  # only rank 0 of a multi-process (torchrun) model talks to the frontend
@@ -39,4 +49,4 @@ def send_intermediate_predict_response(
         sink(result)
 
 
-__all__ = ["send_intermediate_predict_response"]
+__all__ = ["StreamCancelled", "send_intermediate_predict_response"]

@@ -459,8 +459,9 @@ class HttpConnection(asyncio.Protocol):
         head.append(b"transfer-encoding: chunked\r\n")
         head.append(b"connection: keep-alive\r\n\r\n" if keep_alive else b"connection: close\r\n\r\n")
         transport.write(b"".join(head))
+        chunks = response.chunks
         try:
-            async for chunk in response.chunks:
+            async for chunk in chunks:
                 if self._closing:
                     return response.status
                 if chunk:
@@ -468,6 +469,11 @@ class HttpConnection(asyncio.Protocol):
         finally:
             if not self._closing:
                 transport.write(b"0\r\n\r\n")
+            # Now, not whenever it is collected: closing the producer is how the job learns
+            # that its client is gone.
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
         return response.status
 
     # -- closing and timers -------------------------------------------------------------------

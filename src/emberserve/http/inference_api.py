@@ -239,16 +239,24 @@ class InferenceApi:
 async def _stream(
     first: Result, chunks: asyncio.Queue[Result | None], task: asyncio.Future[Result]
 ) -> AsyncIterator[bytes]:
-    """Intermediate bodies in order, then the final one (an error ends the stream early)."""
-    yield first.body
-    while True:
-        item = await chunks.get()
-        if item is None:
-            break
-        yield item.body
-    with contextlib.suppress(ServerError):
-        final = task.result()
-        yield final.body
+    """Intermediate bodies in order, then the final one (an error ends the stream early).
+
+    Closed early (the client went away), it gives up the job, which cancels the handler's
+    stream in the worker.
+    """
+    try:
+        yield first.body
+        while True:
+            item = await chunks.get()
+            if item is None:
+                break
+            yield item.body
+        with contextlib.suppress(ServerError):
+            final = task.result()
+            yield final.body
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _result_headers(result: Result, request_id: str) -> list[tuple[str, str]]:

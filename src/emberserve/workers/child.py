@@ -9,7 +9,9 @@ log. The conversation is :mod:`emberserve.workers.protocol`'s:
    handler; answer ``Loaded`` — or ``LoadFailed`` and exit with status 1;
 2. for each ``Predict``: run the handler (:class:`~emberserve.handlers.service.HandlerService`),
    sending any ``StreamChunk`` as the handler produces it, then one ``MetricsReport`` if metrics
-   were recorded, then exactly one ``Predicted``;
+   were recorded, then exactly one ``Predicted``. Before each chunk the socket is polled without
+   blocking: a ``Cancel`` makes the chunk raise ``StreamCancelled`` in the handler (other frames
+   wait for the batch to end);
 3. ``Shutdown`` or end of file → exit 0.
 
 A worker never outlives its frontend: on Linux the kernel SIGKILLs it when its parent dies
@@ -39,6 +41,7 @@ from emberserve.handlers.loader import HandlerLoadError
 from emberserve.handlers.metrics import DEFAULT_SINK
 from emberserve.handlers.outputs import ResponseTooLargeError, fit_results, response_size
 from emberserve.handlers.service import HandlerService
+from emberserve.handlers.streaming import StreamCancelled
 from emberserve.workers import protocol
 
 log = logging.getLogger("emberserve.worker")
@@ -66,6 +69,11 @@ class Worker:
         self._decoder = protocol.Decoder(max_frame_bytes=protocol.DEFAULT_MAX_FRAME_BYTES)
         # Handlers may stream from their own threads; frames must not interleave.
         self._send_lock = threading.Lock()
+        # Frames read while a batch runs (see _poll_cancel), served after it.
+        self._deferred: list[protocol.Message] = []
+        self._poll_lock = threading.Lock()
+        self._in_batch = False
+        self._cancelled = False
 
     def send(self, *messages: protocol.Message) -> None:
         """Send messages as one write (a batch's metrics and results cost one system call)."""
@@ -78,6 +86,10 @@ class Worker:
         """Run the conversation; return the process exit status."""
         try:
             while True:
+                while self._deferred:
+                    status = self._dispatch(self._deferred.pop(0))
+                    if status is not None:
+                        return status
                 data = self.sock.recv(_RECV_BYTES)
                 if not data:
                     return EXIT_OK  # the frontend is gone (or closed our end): never outlive it
@@ -102,6 +114,8 @@ class Worker:
                 return self._load(message)
             case protocol.Shutdown():
                 return EXIT_OK
+            case protocol.Cancel():
+                return None  # the batch it meant was answered before it arrived
         log.error("Unexpected %s message from the frontend", type(message).__name__)
         return EXIT_PROTOCOL_ERROR
 
@@ -123,8 +137,14 @@ class Worker:
         return None
 
     def _predict(self, service: HandlerService, batch: list[protocol.Request]) -> None:
+        self._cancelled = False
+        self._in_batch = True
+        try:
+            output = service.predict(batch)
+        finally:
+            self._in_batch = False
         results = fit_results(
-            service.predict(batch),
+            output,
             max_response_bytes=self.max_response_bytes,
             max_total_bytes=protocol.DEFAULT_MAX_FRAME_BYTES - FRAME_MARGIN_BYTES,
         )
@@ -138,10 +158,41 @@ class Worker:
         return [protocol.MetricsReport(records)] if records else []
 
     def _stream(self, result: protocol.Result) -> None:
+        if self._poll_cancel():
+            raise StreamCancelled(f"the client of request {result.request_id} is gone")
         size = response_size(result)
         if size > self.max_response_bytes:
             raise ResponseTooLargeError(size, self.max_response_bytes)
         self.send(protocol.StreamChunk(result))
+
+    def _poll_cancel(self) -> bool:
+        """Read what the frontend sent during this batch, without blocking; True once cancelled."""
+        with self._poll_lock:
+            if self._cancelled or not self._in_batch:
+                return self._cancelled
+            while True:
+                try:
+                    data = self.sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    data = b""
+                if not data:
+                    # The frontend is gone: nobody will read this stream. serve() sees EOF next.
+                    self._cancelled = True
+                    return True
+                try:
+                    messages = self._decoder.feed(data)
+                except protocol.ProtocolError as exc:
+                    log.error("Invalid frame from the frontend: %s", exc)
+                    _exit(EXIT_PROTOCOL_ERROR)
+                for message in messages:
+                    if isinstance(message, protocol.Cancel):
+                        self._cancelled = True
+                    else:
+                        self._deferred.append(message)
+                if self._cancelled:
+                    return True
 
 
 def _short_message(exc: BaseException) -> str:

@@ -90,11 +90,16 @@ class WorkerState(enum.Enum):
 class _Batch:
     """The jobs of the batch a worker is running, by request id."""
 
-    __slots__ = ("done", "jobs")
+    __slots__ = ("cancelled", "done", "jobs")
 
     def __init__(self, jobs: list[Job], done: asyncio.Future[None]) -> None:
         self.jobs = {job.request.request_id: job for job in jobs}
         self.done = done
+        self.cancelled = False  # a Cancel frame was sent: every client is gone
+
+    def abandoned(self) -> bool:
+        """No client waits for any job of the batch any more."""
+        return all(job.future.done() for job in self.jobs.values())
 
 
 class WorkerProcess:
@@ -330,17 +335,20 @@ class WorkerProcess:
             case protocol.Predicted(results) if self._batch is not None:
                 self._finish_batch(results)
             case protocol.StreamChunk(result) if self._batch is not None:
-                self._arm_timer()
                 job = self._batch.jobs.get(result.request_id)
                 if job is None:
                     self._protocol_error(f"stream chunk for unknown request {result.request_id!r}")
-                elif job.on_chunk is not None and not job.future.done():
-                    try:
-                        job.on_chunk(result)
-                    except Exception:
-                        log.exception("%s: streaming callback failed", self.name)
+                elif not job.future.done():
+                    self._arm_timer()
+                    if job.on_chunk is not None:
+                        try:
+                            job.on_chunk(result)
+                        except Exception:
+                            log.exception("%s: streaming callback failed", self.name)
+                elif not self._batch.cancelled and self._batch.abandoned():
+                    self._cancel_batch(self._batch)
             case protocol.MetricsReport(records):
-                if self._batch is not None:
+                if self._batch is not None and not self._batch.cancelled:
                     self._arm_timer()
                 if self._on_metrics is not None:
                     try:
@@ -362,6 +370,17 @@ class WorkerProcess:
                 self._protocol_error(
                     f"unexpected {type(message).__name__} message in state {self.state.value}"
                 )
+
+    def _cancel_batch(self, running: _Batch) -> None:
+        """Every client of a streaming batch is gone: ask the handler to stop.
+
+        The timer is no longer re-armed by chunks, so a handler that streams on regardless is
+        killed ``response_timeout`` after the last chunk anyone wanted.
+        """
+        running.cancelled = True
+        log.info("%s: nobody reads the stream any more, cancelling the batch", self.name)
+        if self._channel is not None:
+            self._channel.write(protocol.encode(protocol.Cancel()))
 
     def _finish_batch(self, results: list[protocol.Result]) -> None:
         running = self._batch

@@ -24,6 +24,7 @@ Conversation::
        │ ◀──────────────────── Loaded/LoadFailed ─│
        │ ── Predict(batch of Request) ─────────▶ │  handle(rows, context)
        │ ◀──────────── StreamChunk (0..n per id) ─│  send_intermediate_predict_response
+       │ ── Cancel (0..1) ─────────────────────▶ │  nobody waits for the batch any more
        │ ◀────────────────── MetricsReport (0..1) ─│  handler metrics of this batch
        │ ◀─────────────────── Predicted(results) ─│  one Result per Request, same order
        │ ── Shutdown ──────────────────────────▶ │  exit(0)
@@ -178,7 +179,19 @@ class Shutdown:
     KIND: ClassVar[int] = 8
 
 
-Message = LoadModel | Loaded | LoadFailed | Predict | Predicted | StreamChunk | MetricsReport | Shutdown
+@dataclass(slots=True)
+class Cancel:
+    """Every client of the running batch is gone: its next streamed chunk stops the handler.
+
+    A worker that has already answered the batch ignores it.
+    """
+
+    KIND: ClassVar[int] = 9
+
+
+Message = (
+    LoadModel | Loaded | LoadFailed | Predict | Predicted | StreamChunk | MetricsReport | Shutdown | Cancel
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +246,7 @@ def _fields(msg: Message) -> list[Any]:
             return [pid, load_ms]
         case LoadFailed(message, detail):
             return [message, detail]
-        case Shutdown():
+        case Shutdown() | Cancel():
             return []
     raise TypeError(f"not a protocol message: {msg!r}")  # pragma: no cover - exhaustive above
 
@@ -293,6 +306,8 @@ def _decode_payload(kind: int, fields: Any) -> Message:
                 return LoadFailed(str(fields[0]), str(fields[1]))
             case Shutdown.KIND:
                 return Shutdown()
+            case Cancel.KIND:
+                return Cancel()
     except (TypeError, ValueError, IndexError) as exc:
         raise ProtocolError(f"malformed message of kind {kind}: {exc}") from exc
     raise ProtocolError(f"unknown message kind {kind}")
