@@ -45,6 +45,16 @@ log = logging.getLogger("emberserve.management")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]*$")
 MAX_MODEL_NAME_LENGTH = 256
 RUNTIMES = ("python", "python3", "lsp")
+#: Accepted ranges of the numeric register parameters (SECURITY.md M3; TorchServe takes anything).
+#: -1 workers stays TorchServe's "not given"; 0 s of startup time is allowed because TorchServe
+#: answers it (workers fail to start, the model stays registered).
+REGISTER_RANGES: dict[str, tuple[int, int]] = {
+    "batch_size": (1, 8192),
+    "max_batch_delay": (0, 3_600_000),  # milliseconds: one hour
+    "response_timeout": (1, 604_800),  # seconds: one week
+    "startup_timeout": (0, 604_800),
+    "initial_workers": (-1, 1_000_000),  # the real cap is max_workers_per_model, checked later
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,20 @@ class Answer:
 
     status: int
     message: str
+
+
+def check_register_numbers(req: RegisterRequest) -> None:
+    """Refuse out-of-range numbers (400) before anything is downloaded or started.
+
+    >>> check_register_numbers(RegisterRequest(url="m.mar", batch_size=0))
+    Traceback (most recent call last):
+    ...
+    emberserve.errors.BadRequestError: Invalid batch_size: 0. It must be between 1 and 8192.
+    """
+    for name, (low, high) in REGISTER_RANGES.items():
+        value = getattr(req, name)
+        if value is not None and not low <= value <= high:
+            raise BadRequestError(f"Invalid {name}: {value}. It must be between {low} and {high}.")
 
 
 def check_model_name(name: str) -> None:
@@ -118,6 +142,7 @@ class ManagementService:
             raise BadRequestError(f"Invalid RuntimeType value: {req.runtime}")
         if req.model_name:
             check_model_name(req.model_name)
+        check_register_numbers(req)
         source = await asyncio.to_thread(
             resolve_source,
             req.url,

@@ -149,7 +149,6 @@ class ManagementApi:
         if not self._model_api_enabled:
             raise ModelApiDisabledError(MODEL_API_OFF)
         url = params.get("url")
-        initial = _int(params, "initial_workers")
         req = RegisterRequest(
             url=None if url is None else str(url),
             model_name=str(params["model_name"]) if params.get("model_name") else None,
@@ -157,7 +156,7 @@ class ManagementApi:
             runtime=str(params["runtime"]) if params.get("runtime") else None,
             batch_size=_int(params, "batch_size"),
             max_batch_delay=_int(params, "max_batch_delay"),
-            initial_workers=None if initial is not None and initial < 0 else initial,
+            initial_workers=_int(params, "initial_workers"),
             # TorchServe's real REST default is synchronous=true (reference §4); "-1"/junk means false.
             synchronous=_bool(params, "synchronous", True),
             response_timeout=_int(params, "response_timeout"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from emberserve import TORCHSERVE_COMPAT_VERSION
+from emberserve.management import REGISTER_RANGES
 
 __all__ = [
     "inference_document",
@@ -83,12 +84,15 @@ def _path_param(name: str, description: str) -> Json:
 
 
 def _query(name: str, description: str, kind: str = "string", *, required: bool = False) -> Json:
+    schema: Json = {"type": kind}
+    if name in REGISTER_RANGES:
+        schema["minimum"], schema["maximum"] = REGISTER_RANGES[name]
     return {
         "in": "query",
         "name": name,
         "required": required,
         "description": description,
-        "schema": {"type": kind},
+        "schema": schema,
     }
 
 
