@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from emberserve.errors import BadRequestError, PayloadTooLargeError
 from emberserve.http.encoding import MAX_MULTIPART_PARTS, body_inputs
 from emberserve.workers.protocol import Input
 
@@ -41,9 +42,23 @@ def test_two_parts_with_one_name_are_both_sent_and_the_worker_keeps_the_last() -
     assert [i.value for i in body_inputs("multipart/form-data; boundary=XyZ", body)] == [b"first", b"second"]
 
 
-@pytest.mark.parametrize("body", [b"not multipart at all", multipart(("data", None, b"x"), final=False)])
-def test_malformed_multipart_gives_no_fields(body: bytes) -> None:
-    assert body_inputs("multipart/form-data; boundary=XyZ", body) == []
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not multipart at all", "Expected boundary"),
+        (multipart(("data", None, b"x"), final=False), "the final boundary is missing"),
+        (b"--XyZ\r\n\r\nno headers\r\n--XyZ--\r\n", "a part has no Content-Disposition header"),
+    ],
+)
+def test_malformed_multipart_is_a_bad_request(body: bytes, reason: str) -> None:
+    with pytest.raises(BadRequestError, match="^Malformed multipart/form-data body: ") as caught:
+        body_inputs("multipart/form-data; boundary=XyZ", body)
+    assert reason in caught.value.message
+
+
+def test_an_unusable_boundary_is_a_bad_request() -> None:
+    with pytest.raises(BadRequestError, match="Boundary length 300"):
+        body_inputs("multipart/form-data; boundary=" + "b" * 300, b"--" + b"b" * 300 + b"\r\n")
 
 
 def test_multipart_without_boundary_is_a_raw_body() -> None:
@@ -59,4 +74,8 @@ def test_urlencoded_fields_become_inputs_without_content_type() -> None:
 
 def test_too_many_parts_are_refused() -> None:
     body = multipart(*[("p", None, b"")] * (MAX_MULTIPART_PARTS + 1))
-    assert body_inputs("multipart/form-data; boundary=XyZ", body) == []
+    with pytest.raises(PayloadTooLargeError, match="at most 1000"):
+        body_inputs("multipart/form-data; boundary=XyZ", body)
+    assert (
+        len(body_inputs("multipart/form-data; boundary=XyZ", multipart(*[("p", None, b"")] * 1000))) == 1000
+    )

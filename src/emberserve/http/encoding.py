@@ -1,8 +1,10 @@
 """Turn an HTTP request body into handler inputs exactly as TorchServe's frontend does (reference §5).
 
 * ``multipart/form-data`` with a boundary: one input per part, named by the part, with the part's
-  own content type; a malformed body yields no inputs at all (TorchServe hands the handler an
-  empty row). Without a boundary the body is a raw body.
+  own content type. A malformed body (no final boundary, a part without ``Content-Disposition``,
+  an unusable boundary) is refused with 400 and more than :data:`MAX_MULTIPART_PARTS` parts with
+  413 — TorchServe hands the handler an empty row instead, which fails later and obscurely
+  (SECURITY.md B1/B2). Without a boundary the body is a raw body, as in TorchServe.
 * ``application/x-www-form-urlencoded``: one input per field, no content type (bytes for the handler).
 * Anything else: one input named ``body`` carrying the request's content type.
 
@@ -21,6 +23,7 @@ from urllib.parse import parse_qsl
 from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from emberserve.errors import BadRequestError, PayloadTooLargeError
 from emberserve.workers.protocol import Input
 
 #: Parts beyond this count are refused (a multipart body of thousands of tiny parts is an attack).
@@ -80,8 +83,13 @@ class _PartCollector:
 
     def on_part_end(self) -> None:
         if len(self.parts) >= MAX_MULTIPART_PARTS:
-            raise MultipartParseError("too many parts")
-        _, disposition = parse_options_header(self._headers.get(b"content-disposition", b""))
+            raise PayloadTooLargeError(
+                f"Too many multipart/form-data parts: at most {MAX_MULTIPART_PARTS} are accepted."
+            )
+        if b"content-disposition" not in self._headers:
+            # RFC 7578 §4.2: every part of a form carries one; without it the part has no name.
+            raise MultipartParseError("a part has no Content-Disposition header")
+        _, disposition = parse_options_header(self._headers[b"content-disposition"])
         name = disposition.get(b"name", b"").decode("utf-8", "replace")
         content_type = self._headers.get(b"content-type", b"").decode("latin-1")
         self.parts.append(Input(name, content_type, bytes(self._data)))
@@ -105,9 +113,9 @@ def _multipart_inputs(boundary: bytes, body: bytes) -> list[Input]:
         parser = MultipartParser(boundary, callbacks, max_header_count=64)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except (MultipartParseError, FormParserError):
-        # TorchServe hands a malformed multipart body over as a row without fields (reference §3);
-        # an unusable boundary (over 256 bytes, RFC 2046 allows 70) is malformed too.
-        return []
-    # TorchServe drops everything when the final boundary is missing.
-    return collector.parts if collector.complete else []
+    except (MultipartParseError, FormParserError) as exc:
+        # An unusable boundary (over 256 bytes; RFC 2046 allows 70) lands here too.
+        raise BadRequestError(f"Malformed multipart/form-data body: {exc}") from None
+    if not collector.complete:
+        raise BadRequestError("Malformed multipart/form-data body: the final boundary is missing.")
+    return collector.parts
