@@ -1344,3 +1344,10 @@ def test_hostile_calls_get_precise_codes_and_the_server_keeps_serving() -> None:
             assert (await s.infer.Ping(empty_pb2.Empty())).health == '{\n  "status": "Healthy"\n}'
 
     run(scenario())
+
+
+def test_every_protocol_datatype_has_a_raw_codec() -> None:
+    from emberserve.grpc.oip_codec import FIXED_SIZE
+    from emberserve.oip_tensors import DATATYPES
+
+    assert frozenset(FIXED_SIZE) | {"BYTES"} == DATATYPES

@@ -51,7 +51,7 @@ def test_two_parts_with_one_name_are_both_sent_and_the_worker_keeps_the_last() -
     ],
 )
 def test_malformed_multipart_is_a_bad_request(body: bytes, reason: str) -> None:
-    with pytest.raises(BadRequestError, match="^Malformed multipart/form-data body: ") as caught:
+    with pytest.raises(BadRequestError, match=r"^Malformed multipart/form-data body: ") as caught:
         body_inputs("multipart/form-data; boundary=XyZ", body)
     assert reason in caught.value.message
 

@@ -23,18 +23,15 @@ into ``ModelInferResponse`` tensors. Ember does the same, plus what standard v2 
 from __future__ import annotations
 
 import base64
-import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from emberserve.errors import BadRequestError, InternalServerError
 from emberserve.grpc.generated import open_inference_grpc_pb2 as pb
-
-#: More tensors than this in one request or answer is refused (SECURITY.md B7).
-MAX_TENSORS = 1000
+from emberserve.oip_tensors import DATATYPES, MAX_TENSORS, element_count
 
 #: datatype → (struct format character, bytes per element) for fixed-size raw contents.
 FIXED_SIZE: dict[str, tuple[str, int]] = {
@@ -69,19 +66,10 @@ CONTENTS_FIELD: dict[str, str] = {
     "BYTES": "bytes_contents",
 }
 
-DATATYPES = frozenset(FIXED_SIZE) | {"BYTES"}
-
 
 # ------------------------------------------------------------------------------------------------
 # Request: tensors → JSON document
 # ------------------------------------------------------------------------------------------------
-
-
-def element_count(name: str, shape: Sequence[int]) -> int:
-    """Elements in a tensor of ``shape``; refuses negative dimensions (exact, no overflow)."""
-    if any(dim < 0 for dim in shape):
-        raise BadRequestError(f"Input {name!r}: shape {list(shape)} has a negative dimension.")
-    return math.prod(shape)
 
 
 def parameter_value(parameter: pb.InferParameter) -> bool | int | str | None:
