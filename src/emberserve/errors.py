@@ -13,7 +13,7 @@ from message text::
         │   │   └── ArchiveError         400 INVALID_ARGUMENT  InvalidModelException (hostile/broken archive)
         │   ├── DownloadArchiveError     400 INVALID_ARGUMENT  DownloadArchiveException
         │   ├── UrlNotAllowedError       400 PERMISSION_DENIED ModelException
-        │   └── InvalidKeyError          400 UNAUTHENTICATED   InvalidKeyException
+        │   └── InvalidKeyError          400 PERMISSION_DENIED InvalidKeyException
         ├── InvalidModelVersionError     403 FAILED_PRECONDITION InvalidModelVersionException
         ├── ForbiddenError               403 PERMISSION_DENIED ForbiddenException
         ├── NotFoundError                404 NOT_FOUND         ResourceNotFoundException
@@ -92,7 +92,8 @@ class UrlNotAllowedError(BadRequestError):
 
 
 class InvalidKeyError(BadRequestError):
-    grpc_code = "UNAUTHENTICATED"
+    # TorchServe's GRPCInterceptor answers PERMISSION_DENIED; clients may test for it.
+    grpc_code = "PERMISSION_DENIED"
     type_name = "InvalidKeyException"
 
 

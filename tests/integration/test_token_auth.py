@@ -195,7 +195,7 @@ def test_grpc_calls_need_the_key_of_their_port(srv: EmberServer) -> None:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.Ping(empty_pb2.Empty(), timeout=10)
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "Token Authorization failed" in str(refused.value.details())
         with pytest.raises(grpc.RpcError) as wrong:
             stub.Ping(
@@ -203,7 +203,7 @@ def test_grpc_calls_need_the_key_of_their_port(srv: EmberServer) -> None:
                 timeout=10,
                 metadata=[("authorization", f"Bearer {k['management']}")],
             )
-        assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert wrong.value.code() == grpc.StatusCode.PERMISSION_DENIED
         ok = stub.Ping(
             empty_pb2.Empty(), timeout=10, metadata=[("authorization", f"Bearer {k['inference']}")]
         )
@@ -215,7 +215,7 @@ def test_grpc_calls_need_the_key_of_their_port(srv: EmberServer) -> None:
         manage = management_pb2_grpc.ManagementAPIsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             manage.ListModels(management_pb2.ListModelsRequest(limit=10), timeout=10)
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         listing = manage.ListModels(
             management_pb2.ListModelsRequest(limit=10),
             timeout=10,

@@ -3,9 +3,8 @@
 Clients send the key as call metadata ``authorization: Bearer <key>``: the inference key to the
 inference port's services (TorchServe's and the Open Inference Protocol), the management key to
 the management port. Health checking and reflection stay open so probes and tooling work.
-A refused call ends with UNAUTHENTICATED and TorchServe's message (TorchServe answers
-PERMISSION_DENIED for a missing key, which means "authenticated but not allowed"; see
-docs/grpc.md).
+A refused call ends with PERMISSION_DENIED and TorchServe's message, as TorchServe's own
+interceptor answers (see docs/grpc.md).
 """
 
 from __future__ import annotations
