@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -172,6 +173,21 @@ class InsufficientStorageError(ServerError):
     http_status = 507
     grpc_code = "RESOURCE_EXHAUSTED"
     type_name = "InternalServerException"
+
+    #: errno values that mean the disk (or a quota or file size limit) is full, not bad input.
+    ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, doing: str) -> InsufficientStorageError | None:
+        """The error to answer when ``exc`` (raised while ``doing``) means no space; else None.
+
+        >>> full = OSError(errno.ENOSPC, "No space left on device")
+        >>> InsufficientStorageError.from_os_error(full, "extracting").message
+        'Out of disk space while extracting (No space left on device): free some and try again.'
+        """
+        if exc.errno not in cls.ERRNOS:
+            return None
+        return cls(f"Out of disk space while {doing} ({exc.strerror}): free some and try again.")
 
 
 class PredictionError(ServerError):

@@ -3,6 +3,7 @@ redirects, size and time caps (SECURITY.md U1–U12)."""
 
 from __future__ import annotations
 
+import errno
 import http.server
 import threading
 import time
@@ -16,7 +17,13 @@ import pytest
 
 from emberserve.archive import download
 from emberserve.archive.download import DownloadPolicy, download_archive
-from emberserve.errors import ConflictError, DownloadArchiveError, ModelNotFoundError, UrlNotAllowedError
+from emberserve.errors import (
+    ConflictError,
+    DownloadArchiveError,
+    InsufficientStorageError,
+    ModelNotFoundError,
+    UrlNotAllowedError,
+)
 from emberserve.model_source import resolve_source
 
 pytestmark = pytest.mark.security
@@ -284,3 +291,17 @@ def test_s3_urls_are_fetched_with_boto3(
     with pytest.raises(DownloadArchiveError, match="more than"):
         download_archive("s3://models/team/s3model.mar", tmp_path / "again", tiny)
     assert not (tmp_path / "again").exists() or list((tmp_path / "again").iterdir()) == []
+
+
+def test_a_full_disk_while_downloading_is_507_and_leaves_nothing(
+    origin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SECURITY.md P6: the write fails as on a full disk; the partial file is removed."""
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download.os, "fsync", disk_full)
+    with pytest.raises(InsufficientStorageError, match=r"Out of disk space while downloading .*ok\.mar"):
+        download_archive(f"{origin}/ok.mar", tmp_path, allow_local(origin))
+    assert list(tmp_path.iterdir()) == []

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
-from emberserve.errors import ConflictError, DownloadArchiveError, UrlNotAllowedError
+from emberserve.errors import (
+    ConflictError,
+    DownloadArchiveError,
+    InsufficientStorageError,
+    UrlNotAllowedError,
+)
 
 __all__ = ["MAX_REDIRECTS", "DownloadPolicy", "download_archive", "url_allowed"]
 
@@ -215,9 +220,16 @@ def _save(
         if target.exists():
             raise ConflictError(f"Model file already exists {target.name}")
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        full = (
+            InsufficientStorageError.from_os_error(exc, f"downloading {url}")
+            if isinstance(exc, OSError)
+            else None
+        )
+        if full is not None:
+            raise full from exc
         raise
     log.info("Downloaded %s (%d bytes) to %s", url, received, target)
     return target

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from emberserve.errors import ArchiveError
+from emberserve.errors import ArchiveError, InsufficientStorageError
 
 _CHUNK = 1 << 20
 # Bytes always allowed on top of a ratio cap, so tiny members never trip it.
@@ -103,6 +103,9 @@ def extract_archive(source: Path, dest_parent: Path, limits: ArchiveLimits) -> P
     except BaseException as exc:
         shutil.rmtree(root, ignore_errors=True)
         if isinstance(exc, OSError):
+            full = InsufficientStorageError.from_os_error(exc, "extracting the model archive")
+            if full is not None:
+                raise full from exc
             # strerror only: the exception text would carry absolute paths (SECURITY.md D12).
             raise ArchiveError(f"Invalid model archive: {exc.strerror or type(exc).__name__}") from exc
         if isinstance(exc, _LIBRARY_FAILURES):
