@@ -474,6 +474,13 @@ def load_config(
             "Your Ember instance can access any URL to load models. When deploying to production, "
             "make sure to limit the set of allowed_urls in config.properties"
         )
+    for pattern in values.get("allowed_urls", ()):
+        if loose_host(pattern):
+            log.warning(
+                "allowed_urls pattern %r: an unescaped '.' in its host matches any character "
+                "(models.example.com also matches modelsXexample.com); escape it as '\\.'",
+                pattern,
+            )
     if cli.log_config:
         values["log_config"] = _existing_file(cli.log_config, cwd, "--log-config")
         sources["log_config"] = "cli --log-config"
@@ -491,6 +498,20 @@ def load_config(
 
 
 _META_FIELDS = frozenset({"source_file", "file_properties", "sources", "environ"})
+
+# A '.' between two host characters, not escaped: "models.example.com" in "https://models.example.com/".
+_LOOSE_DOT = re.compile(r"(?<=[A-Za-z0-9])(?<!\\)\.(?=[A-Za-z0-9])")
+
+
+def loose_host(pattern: str) -> bool:
+    """Does the host part of an ``allowed_urls`` regex have a dot that matches any character?
+
+    >>> loose_host("https://models.example.com/.*"), loose_host(r"https://models\\.example\\.com/.*")
+    (True, False)
+    >>> loose_host("file://.*|http(s)?://.*")
+    False
+    """
+    return any(_LOOSE_DOT.search(part.split("/", 1)[0]) for part in pattern.split("://")[1:])
 
 
 def _locate_config_file(cli: CliOptions, environ: Mapping[str, str], cwd: Path) -> Path | None:
