@@ -91,6 +91,8 @@ Ember-only keys (TorchServe has none of these; each may also come from ``TS_<KEY
  max_model_config_bytes     1 MiB
  restart_backoff_base_ms    1000             unit of TorchServe's Fibonacci restart schedule
  max_restart_backoff_s      60               cap on one restart delay
+ max_worker_memory_mb       0 (off)          a worker whose resident memory exceeds this after
+                                             a batch is replaced before its next one
 ========================== ================ ==================================================
 
 Stricter than TorchServe on purpose: invalid values (``job_queue_size=abc``, ``yes`` for a
@@ -334,6 +336,7 @@ class ServerConfig:
     max_model_config_bytes: int = 1 << 20
     restart_backoff_base_ms: int = 1000
     max_restart_backoff_s: float = 60.0
+    max_worker_memory_mb: int = 0
     log_location: Path = Path("logs")
     metrics_location: Path = Path("logs")
     # -- how this configuration was made --

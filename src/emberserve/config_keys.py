@@ -614,6 +614,7 @@ _SPECS = (
     _ember("max_model_config_bytes", _COUNT),
     _ember("restart_backoff_base_ms", int_parser(0)),
     _ember("max_restart_backoff_s", float_parser(0.0)),
+    _ember("max_worker_memory_mb", int_parser(0)),
 )
 
 #: Every key Ember reads, by name.

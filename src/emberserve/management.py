@@ -361,6 +361,7 @@ class ManagementService:
             python=sys.executable,
             gpu_ids=gpu_ids,
             max_response_bytes=self._config.max_response_size,
+            max_worker_memory_bytes=self._config.max_worker_memory_mb << 20,
         )
 
     def _metrics_hooks(self, name: str, version: str) -> dict[str, Any]:

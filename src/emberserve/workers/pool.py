@@ -101,6 +101,8 @@ class PoolSettings:
     gpu_ids: tuple[int, ...] = ()
     #: TorchServe's ``max_response_size``: a larger response fails that request ("Worker died.").
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: A worker whose resident memory exceeds this after a batch is replaced (0: no limit).
+    max_worker_memory_bytes: int = 0
 
 
 class _Phase:
@@ -126,6 +128,7 @@ class _Slot:
         self.restarts = 0
         self.stop_grace_s = STOP_GRACE_S
         self.restart_at = 0.0  # loop time of the next start while in BACKOFF
+        self.recycle = False  # the worker outgrew max_worker_memory_bytes: replace it, no back-off
         # Resolved with None (loaded) or a WorkerStartError by the next start attempt.
         self.attempt: asyncio.Future[WorkerStartError | None] = asyncio.get_running_loop().create_future()
 
@@ -370,12 +373,31 @@ class WorkerPool:
             if self._on_batch is not None:
                 self._on_batch(len(batch), time.perf_counter() - started)
             settings = self._settings
+            if settings.max_worker_memory_bytes and worker.alive:
+                used = worker.memory_usage()
+                if used > settings.max_worker_memory_bytes:
+                    log.warning(
+                        "%s uses %d MB, more than max_worker_memory_mb=%d: replacing it",
+                        worker.name,
+                        used >> 20,
+                        settings.max_worker_memory_bytes >> 20,
+                    )
+                    slot.recycle = True
+                    return
 
     async def _end_of(self, slot: _Slot, worker: WorkerProcess) -> None:
         """After a worker: stop it (retiring) or record its death and back off before a restart."""
         if slot.retiring:
             slot.phase = _Phase.STOPPING
             await worker.stop(slot.stop_grace_s)
+            return
+        if slot.recycle:
+            # Between batches, so nothing in flight is lost; a recycle is no failure: no back-off.
+            slot.recycle = False
+            slot.phase = _Phase.STOPPING
+            await worker.stop(slot.stop_grace_s)
+            slot.restarts += 1
+            slot.last_exit = "replaced: over max_worker_memory_mb"
             return
         worker.kill()
         with contextlib.suppress(TimeoutError):
