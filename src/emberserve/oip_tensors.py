@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import orjson
-
 from emberserve.errors import BadRequestError
 
 #: More tensors than this in one request or answer is refused (SECURITY.md B7).
@@ -33,25 +31,22 @@ def element_count(name: str, shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
-def check_rest_request(body: bytes) -> None:
-    """Refuse a REST ``/v2/models/{m}/infer`` body that is not a coherent v2 request (400).
+def check_request(document: object) -> None:
+    """Refuse a decoded v2 JSON request that is not coherent (:class:`BadRequestError`, 400).
 
-    The same rules as gRPC ModelInfer, checked in the frontend before the job is queued:
+    The gRPC ModelInfer rules, for REST ``/v2/models/{m}/infer`` bodies (the ``kservev2``
+    envelope checks them in the worker, which decodes the body anyway, before any reshaping):
     at most :data:`MAX_TENSORS` inputs, each with a name, a known datatype, a shape of
     non-negative integers, and exactly as many data elements as the shape holds (nested lists
     count their leaves). Sizes are Python integers: a huge shape is refused, never allocated.
 
-    >>> check_rest_request(b'{"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",'
-    ...                    b' "data": [[1, 2], [3, 4]]}]}')
-    >>> check_rest_request(b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]}')
+    >>> check_request({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+    ...                            "data": [[1, 2], [3, 4]]}]})
+    >>> check_request({"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [1]}]})
     Traceback (most recent call last):
     ...
     emberserve.errors.BadRequestError: Input 'x': shape [3] needs 3 elements, 1 were sent.
     """
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"The KServe v2 request is not valid JSON: {exc}") from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list):
         raise BadRequestError('The KServe v2 request needs an "inputs" list.')
@@ -83,4 +78,4 @@ def leaf_count(data: object) -> int:
     return sum(leaf_count(item) for item in data)
 
 
-__all__ = ["DATATYPES", "MAX_TENSORS", "check_rest_request", "element_count", "leaf_count"]
+__all__ = ["DATATYPES", "MAX_TENSORS", "check_request", "element_count", "leaf_count"]

@@ -31,7 +31,10 @@ from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
+from emberserve.errors import BadRequestError
 from emberserve.handlers.context import Context
+from emberserve.handlers.utils import PredictionException
+from emberserve.oip_tensors import check_request
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +227,14 @@ class KServev2Envelope(BaseEnvelope):
         bodies = [_row_value(row) for row in data]
         body = bodies[0]
         if isinstance(body, bytes | bytearray):
-            body = json.loads(body.decode("utf8"))
+            try:
+                body = json.loads(body.decode("utf8"))
+            except ValueError as exc:
+                raise PredictionException(f"The KServe v2 request is not valid JSON: {exc}", 400) from None
+        try:
+            check_request(body)  # before anything is reshaped (SECURITY.md B7)
+        except BadRequestError as exc:
+            raise PredictionException(exc.message, 400) from None
         names = []
         for tensor in body["inputs"]:
             if tensor["datatype"] == "BYTES":

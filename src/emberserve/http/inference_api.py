@@ -40,7 +40,6 @@ from emberserve.inference import (
     new_request_id,
     server_metadata,
 )
-from emberserve.oip_tensors import check_rest_request
 from emberserve.registry import ModelVersion
 from emberserve.workers.protocol import Input, Request, RequestKind, Result
 
@@ -145,11 +144,6 @@ class InferenceApi:
                     "The binary tensor data extension is not supported: send tensors as JSON "
                     "(tritonclient: set_data_from_numpy(..., binary_data=False))"
                 )
-            if self._service.lookup(name, version).settings.envelope == "kservev2":
-                # The worker will read the body as v2 tensors: refuse an incoherent one here, with
-                # a 400, before it costs a worker. Without that envelope the route is a plain
-                # prediction route, as in TorchServe, and the body is the handler's business.
-                check_rest_request(request.body)
             kind: RequestKind = "explain" if tail == ["explain"] else "predict"
             extra = [("explain", "True" if kind == "explain" else "False")]
             return await self._predict(request, request_id, name, version, kind, extra)
