@@ -509,10 +509,12 @@ def test_infer_datatype(values: list[Any], datatype: str) -> None:
     assert infer_datatype(values) == datatype
 
 
-def test_kservev2_rejects_inconsistent_shapes() -> None:
+def test_kservev2_rejects_inconsistent_shapes_with_400() -> None:
+    # TorchServe's envelope fails numpy's reshape (a 503); Ember answers 400 before reshaping.
     request = {"inputs": [{"name": "in", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0]}]}
-    with pytest.raises(ValueError, match="cannot reshape"):
+    with pytest.raises(PredictionException, match="shape \\[3\\] needs 3 elements, 2 were sent") as caught:
         KServev2Envelope(_echo).handle([{"body": request}], _context({}))
+    assert caught.value.error_code == 400
 
 
 def test_unknown_envelope() -> None:
