@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +49,21 @@ def archive(store: Path, name: str, handler: Path, *extra: str, version: str = "
         timeout=60,
     )
     return store / f"{name}.mar"
+
+
+@contextlib.contextmanager
+def serve_http(handler: Callable[..., Any]) -> Iterator[str]:
+    """A loopback HTTP server answering with ``handler`` (a request handler class); yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def write_handler(directory: Path, filename: str, source: str) -> Path:

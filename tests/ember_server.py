@@ -10,6 +10,7 @@ Each server gets free loopback ports, its own cwd, temp dir, log dir and pid fil
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -215,3 +216,14 @@ class EmberServer:
         if exc_type is not None and self.proc is not None:
             sys.stderr.write(self.console_text())
         self.stop()
+
+
+def keys(server: EmberServer) -> dict[str, str]:
+    """The server's token authorization keys from its ``key_file.json``, by kind."""
+    document = json.loads((server.run_dir / "key_file.json").read_bytes())
+    return {name: entry["key"] for name, entry in document.items()}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The ``Authorization`` header that presents ``key``."""
+    return {"Authorization": f"Bearer {key}"}

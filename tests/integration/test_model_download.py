@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ECHO_HANDLER, archive, write_handler
+from tests.conftest import ECHO_HANDLER, archive, serve_http, write_handler
 from tests.ember_server import EmberServer
 
 pytestmark = pytest.mark.security
@@ -25,14 +24,8 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     archive(published, "remote", write_handler(src, "echo_handler.py", ECHO_HANDLER))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(published))
     handler.log_message = lambda *_args: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(handler) as url:
+        yield url
 
 
 def register(server: EmberServer, url: str) -> httpx.Response:

@@ -49,8 +49,8 @@ from emberserve.grpc.generated import (
 )
 from emberserve.model_source import resolve_source
 from emberserve.snapshot import SnapshotModel, SnapshotWriter
-from tests.conftest import ECHO_HANDLER, REFERENCE_MODELS, archive, write_handler
-from tests.ember_server import EmberServer
+from tests.conftest import ECHO_HANDLER, REFERENCE_MODELS, archive, serve_http, write_handler
+from tests.ember_server import EmberServer, bearer, keys
 from tests.integration.test_chaos import LimitedServer
 
 pytestmark = pytest.mark.security
@@ -312,15 +312,8 @@ class ConnectionCounter:
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_http(Recorder) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -1734,34 +1727,45 @@ def test_L8_describe_list_and_ping_answer_during_worker_restarts(srv: EmberServe
 # ===================================================================================================
 
 
-def test_G7_a_cancelled_grpc_stream_frees_the_same_worker(small_drain: EmberServer) -> None:
-    """G7: StreamPredictions on a handler that yields forever; the client reads a few messages and
-    cancels. With response_timeout far away, only the cancel path can free the worker: the next
-    request is served at once by the same worker process."""
-    srv = small_drain
-    reply = register(srv, url="forever.mar", initial_workers="1", response_timeout="120", synchronous="true")
+def register_streamer(srv: EmberServer, model: str, response_timeout: str) -> int:
+    """Register ``<model>.mar`` with one worker; its pid."""
+    reply = register(
+        srv, url=f"{model}.mar", initial_workers="1", response_timeout=response_timeout, synchronous="true"
+    )
     assert reply.status_code == 200, reply.text
-    [pid] = worker_pids(srv, "forever")
+    [pid] = worker_pids(srv, model)
+    return pid
+
+
+def cancel_a_stream_then_predict(srv: EmberServer, model: str, timeout: float) -> bytes:
+    """Read three ticks of a gRPC StreamPredictions call, cancel it, then predict "next" once."""
     with grpc.insecure_channel(f"127.0.0.1:{srv.ports['grpc_inference']}") as channel:
         stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
-        request = inference_pb2.PredictionsRequest(model_name="forever", input={"data": b"forever"})
+        request = inference_pb2.PredictionsRequest(model_name=model, input={"data": b"forever"})
         stream = stub.StreamPredictions(request, timeout=TIMEOUT)
         for _, message in zip(range(3), stream, strict=False):
             assert message.prediction == b"tick"
         stream.cancel()
         answer = stub.Predictions(
-            inference_pb2.PredictionsRequest(model_name="forever", input={"data": b"next"}), timeout=10
+            inference_pb2.PredictionsRequest(model_name=model, input={"data": b"next"}), timeout=timeout
         )
-        assert answer.prediction == b"next"
+    return bytes(answer.prediction)
+
+
+def test_G7_a_cancelled_grpc_stream_frees_the_same_worker(small_drain: EmberServer) -> None:
+    """G7: StreamPredictions on a handler that yields forever; the client reads a few messages and
+    cancels. With response_timeout far away, only the cancel path can free the worker: the next
+    request is served at once by the same worker process."""
+    srv = small_drain
+    pid = register_streamer(srv, "forever", response_timeout="120")
+    assert cancel_a_stream_then_predict(srv, "forever", timeout=10) == b"next"
     assert worker_pids(srv, "forever") == [pid]
     assert_up(srv)
 
 
 def test_G7_an_http_client_leaving_a_stream_frees_the_same_worker(small_drain: EmberServer) -> None:
     srv = small_drain
-    reply = register(srv, url="forever.mar", initial_workers="1", response_timeout="120", synchronous="true")
-    assert reply.status_code == 200, reply.text
-    [pid] = worker_pids(srv, "forever")
+    pid = register_streamer(srv, "forever", response_timeout="120")
     with socket.create_connection(("127.0.0.1", srv.ports["inference"]), timeout=TIMEOUT) as sock:
         sock.sendall(b"POST /predictions/forever HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\nforever")
         received = b""
@@ -1781,20 +1785,8 @@ def test_G7_a_handler_that_ignores_the_cancel_is_killed_after_response_timeout(
     """A handler that catches StreamCancelled and streams on: once nobody reads, its chunks no
     longer count as progress, so response_timeout (2 s) kills it and a new worker serves."""
     srv = small_drain
-    reply = register(srv, url="stubborn.mar", initial_workers="1", response_timeout="2", synchronous="true")
-    assert reply.status_code == 200, reply.text
-    [pid] = worker_pids(srv, "stubborn")
-    with grpc.insecure_channel(f"127.0.0.1:{srv.ports['grpc_inference']}") as channel:
-        stub = inference_pb2_grpc.InferenceAPIsServiceStub(channel)
-        request = inference_pb2.PredictionsRequest(model_name="stubborn", input={"data": b"forever"})
-        stream = stub.StreamPredictions(request, timeout=TIMEOUT)
-        for _, message in zip(range(3), stream, strict=False):
-            assert message.prediction == b"tick"
-        stream.cancel()
-        answer = stub.Predictions(
-            inference_pb2.PredictionsRequest(model_name="stubborn", input={"data": b"next"}), timeout=20
-        )
-        assert answer.prediction == b"next"
+    pid = register_streamer(srv, "stubborn", response_timeout="2")
+    assert cancel_a_stream_then_predict(srv, "stubborn", timeout=20) == b"next"
     [replacement] = worker_pids(srv, "stubborn")
     assert replacement != pid
     assert_up(srv)
@@ -1818,15 +1810,6 @@ def authed(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Em
     with server:
         server.wait_for_ping(200, headers=bearer(keys(server)["inference"]))
         yield server
-
-
-def keys(srv: EmberServer) -> dict[str, str]:
-    document = json.loads((srv.run_dir / "key_file.json").read_bytes())
-    return {name: entry["key"] for name, entry in document.items()}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_Z5_a_flood_of_wrong_tokens_leaves_the_server_responsive(authed: EmberServer) -> None:

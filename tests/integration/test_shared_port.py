@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
-from tests.ember_server import EmberServer
+from tests.ember_server import EmberServer, bearer, keys
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,7 @@ def srv(echo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def key(srv: EmberServer, kind: str) -> dict[str, str]:
-    document = orjson.loads((srv.run_dir / "key_file.json").read_bytes())
-    return {"Authorization": f"Bearer {document[kind]['key']}"}
+    return bearer(keys(srv)[kind])
 
 
 def test_one_port_serves_both_apis_each_with_its_own_key(srv: EmberServer) -> None:

@@ -16,7 +16,7 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emberserve.grpc.generated import inference_pb2_grpc, management_pb2, management_pb2_grpc
-from tests.ember_server import EmberServer
+from tests.ember_server import EmberServer, bearer, keys
 
 pytestmark = pytest.mark.security
 
@@ -39,15 +39,6 @@ def srv(echo_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with server:
         server.wait_for_ping(200, headers=bearer(keys(server)["inference"]))
         yield server
-
-
-def keys(srv: EmberServer) -> dict[str, str]:
-    document = orjson.loads((srv.run_dir / "key_file.json").read_bytes())
-    return {name: entry["key"] for name, entry in document.items()}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_the_key_file_has_torchserves_layout_strong_keys_and_mode_0600(srv: EmberServer) -> None:

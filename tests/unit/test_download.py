@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import http.server
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from emberserve.errors import (
     UrlNotAllowedError,
 )
 from emberserve.model_source import resolve_source
+from tests.conftest import serve_http
 
 pytestmark = pytest.mark.security
 
@@ -88,15 +88,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as url:
+        yield url
 
 
 def allow_local(origin: str, **overrides: object) -> DownloadPolicy:
