@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("emberserve.server")
 access_log = RequestLog("emberserve.access")
 
+# Once the models are stopped every job has its answer; writing it takes milliseconds, so this
+# bound only matters for a client too slow to take a small error body.
+ANSWER_GRACE_S = 5.0
+
 
 @dataclass
 class _Listener:
@@ -98,7 +102,8 @@ class Server:
         self._on_ready = on_ready
         self._console = console
         self._stop = asyncio.Event()
-        self._fast_stop = False
+        # Set by a second signal; also cuts short a drain that the first one began.
+        self._hurry = asyncio.Event()
         self._listeners: list[_Listener] = []
         # API name → the listener serving it when two share a port ("management" → "inference").
         self._aliases: dict[str, str] = {}
@@ -206,7 +211,8 @@ class Server:
         self._grpc = await start_grpc(self.config, self.inference, self.management, self.tokens)
 
     def request_stop(self, *, fast: bool = False) -> None:
-        self._fast_stop = self._fast_stop or fast
+        if fast:
+            self._hurry.set()
         self._stop.set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -218,7 +224,7 @@ class Server:
         self.request_stop()
 
     async def shutdown(self) -> None:
-        drain = 0.0 if self._fast_stop else float(self.config.drain_timeout)
+        drain = 0.0 if self._hurry.is_set() else float(self.config.drain_timeout)
         # gRPC stops accepting at once; running calls get the drain time, then are cancelled.
         grpc, self._grpc = self._grpc, None
         grpc_stop = asyncio.ensure_future(grpc.stop(drain)) if grpc is not None else None
@@ -237,7 +243,8 @@ class Server:
         if self.management is not None:
             if self.inference.startup_done:  # a failed start has nothing worth restoring
                 self._snapshot("shutdown")
-            await self.management.close(0.0 if self._fast_stop else 5.0)
+            await self.management.close(0.0 if self._hurry.is_set() else 5.0)
+        await self._finish_answers(ANSWER_GRACE_S)
         for listener in self._listeners:
             for conn in list(listener.connections):
                 conn.close_idle()
@@ -254,19 +261,45 @@ class Server:
         log.info("Ember stopped")
         flush_logs()
 
-    async def _drain(self, seconds: float) -> None:
-        """Wait until no job is queued or running and no connection is receiving or answering
-        a request, or ``seconds`` pass."""
+    async def _finish_answers(self, seconds: float) -> None:
+        """Let every connection write the answer of the job it waited on. Stopping the models
+        settled each job (an error for one cut short), but writing that answer takes the
+        connection's task a few more loop turns; a task still running when ``run`` returns is
+        cancelled by ``asyncio.run`` and its client sees a closed socket instead of a 503."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while (remaining := deadline - loop.time()) > 0:
-            if not await self.inference.wait_idle(remaining):
-                break
-            if not any(conn.busy for listener in self._listeners for conn in listener.connections):
+        while any(conn.answering for listener in self._listeners for conn in listener.connections):
+            if loop.time() >= deadline:
+                log.warning("Stopping with answers still unwritten after %ss", seconds)
                 return
-            # A request still being read or written has no job yet (or any more): look again
-            # shortly. Bounded by the drain time like everything else here.
             await asyncio.sleep(0.01)
+
+    async def _drain(self, seconds: float) -> None:
+        """Wait until no job is queued or running and no connection is receiving or answering
+        a request, or ``seconds`` pass, or a second signal says not to wait any longer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        hurry = loop.create_task(self._hurry.wait())
+        try:
+            while (remaining := deadline - loop.time()) > 0:
+                idle = loop.create_task(self.inference.wait_idle(remaining))
+                await asyncio.wait((idle, hurry), return_when=asyncio.FIRST_COMPLETED)
+                if not idle.done():
+                    idle.cancel()
+                    log.warning(
+                        "Drain cut short with %d requests in flight: they get an error",
+                        self.inference.in_flight,
+                    )
+                    return
+                if not idle.result():
+                    break
+                if not any(conn.busy for listener in self._listeners for conn in listener.connections):
+                    return
+                # A request still being read or written has no job yet (or any more): look
+                # again shortly. Bounded by the drain time like everything else here.
+                await asyncio.sleep(0.01)
+        finally:
+            hurry.cancel()
         if seconds > 0:
             log.warning(
                 "Drain time (%ss) is over with %d requests still in flight: they get an error",

@@ -114,5 +114,5 @@ def test_foreground_sigterm_exits_zero_without_orphans(tmp_path: Path, echo_stor
     with EmberServer(tmp_path, echo_store, models=["echo=echo.mar"]) as server:
         assert server.worker_processes()
     # __exit__ asserted that no worker survived; check the exit code of a second run explicitly
-    server2 = EmberServer(tmp_path / "again", echo_store, models=["echo=echo.mar"]).start()
-    assert server2.stop() == 0
+    with EmberServer(tmp_path / "again", echo_store, models=["echo=echo.mar"]) as server2:
+        assert server2.stop() == 0

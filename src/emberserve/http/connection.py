@@ -531,6 +531,13 @@ class HttpConnection(asyncio.Protocol):
             or not (self._serving is None or self._serving.done())
         )
 
+    @property
+    def answering(self) -> bool:
+        """A complete request is queued or being answered on this connection."""
+        return not self._closing and (
+            bool(self._pending) or not (self._serving is None or self._serving.done())
+        )
+
     def begin_drain(self) -> None:
         """Server shutdown: close now if idle, else after the answer being prepared (sent with
         ``connection: close``), so no new request starts on this keep-alive connection. A
