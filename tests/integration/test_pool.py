@@ -570,9 +570,8 @@ def test_twenty_overlapping_scale_calls_end_at_the_last_one_and_leak_nothing() -
 def test_scale_without_wait_returns_at_once() -> None:
     async def main() -> None:
         async with make_pool("slow:0.5") as (pool, queue):
-            began = time.monotonic()
             await pool.scale(1, 1, wait=False)
-            assert time.monotonic() - began < 0.3
+            # The worker takes 0.5 s to load: had scale() waited for it, it would be live now.
             assert pool.live_workers == 0
             assert (await answer(submit(queue, "echo:later"))).body == b"later"
             assert pool.live_workers == 1
@@ -621,8 +620,8 @@ def test_a_stopped_worker_gets_shutdown_then_sigterm_then_sigkill() -> None:
         assert worker.alive
         assert worker.memory_usage() > 0
         began = time.monotonic()
-        await worker.stop(2.0)  # the fake exits on Shutdown
-        assert time.monotonic() - began < 1.0
+        await worker.stop(10.0)  # the fake exits on Shutdown, long before SIGTERM would come
+        assert time.monotonic() - began < 5.0
         assert worker.returncode == 0
         assert worker.memory_usage() == 0
         assert worker.status == "UNLOADING"
