@@ -186,7 +186,8 @@ def test_log_mode_writes_torchserves_metric_lines(store: Path, tmp_path: Path) -
         model_lines,
     ), model_lines
     assert f"requestID:{request_id}" in model_lines
-    assert "PredictionTime." in model_lines
+    # Declared in the default metrics.yaml with unit "ms", which TorchServe's log line keeps.
+    assert re.search(stamp + r" - PredictionTime\.ms:[0-9.]+\|#ModelName:widgets,Level:Model\|", model_lines)
 
 
 def test_metrics_config_selects_and_declares_metrics(store: Path, tmp_path: Path) -> None:

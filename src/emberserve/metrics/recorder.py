@@ -174,7 +174,11 @@ class MetricsRecorder:
     def _log_model_metric(self, record: MetricRecord) -> None:
         if model_metrics_log.enabled():
             dims = dict(zip(record.dimension_names, record.dimension_values, strict=False))
-            line = _log_line(record.name, record.unit, record.value, dims, self.hostname, record.request_id)
+            # TorchServe's frontend logs a declared metric with the unit its metrics.yaml gives
+            # ("PredictionTime.ms"), an undeclared one with the worker's ("Milliseconds").
+            declared = self._declared_model.get(record.name)
+            unit = record.unit if declared is None else declared.unit
+            line = _log_line(record.name, unit, record.value, dims, self.hostname, record.request_id)
             model_metrics_log.write(line, record.request_id)
 
     # -- host metrics ------------------------------------------------------------------------------
