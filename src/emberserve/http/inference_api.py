@@ -203,18 +203,20 @@ class InferenceApi:
         """
         loop = asyncio.get_running_loop()
         first: asyncio.Future[Result | None] = loop.create_future()
-        chunks: asyncio.Queue[Result | None] = asyncio.Queue()
+        chunks: asyncio.Queue[Result | None] | None = None
 
         def on_chunk(result: Result) -> None:
-            if first.done():
+            nonlocal chunks
+            if chunks is not None:
                 chunks.put_nowait(result)
-            else:
+            elif not first.done():  # not cancelled: the client still waits
+                chunks = asyncio.Queue()
                 first.set_result(result)
 
         def on_done(_task: asyncio.Future[Result]) -> None:
-            if first.done():
+            if chunks is not None:
                 chunks.put_nowait(None)
-            else:
+            elif not first.done():
                 first.set_result(None)
 
         task = asyncio.ensure_future(
@@ -228,6 +230,7 @@ class InferenceApi:
             raise
         if chunk is None:
             return _result_response(task.result(), job_request.request_id)  # raises ServerError
+        assert chunks is not None  # made with the first chunk
         return StreamingResponse(
             chunk.status,
             _stream(chunk, chunks, task),
