@@ -162,9 +162,10 @@ def main() -> int:
         store = build_store(work)
         inference, management = free_port(), free_port()
         config = work / "config.properties"
-        config.write_text(
+        config.write_text(  # gRPC on free ports too: a server on 7070 (or another soak) is no obstacle
             f"inference_address=http://127.0.0.1:{inference}\n"
             f"management_address=http://127.0.0.1:{management}\n"
+            f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
             "enable_metrics_api=false\ndisable_token_authorization=true\n"
             "default_workers_per_model=1\ndefault_response_timeout=2\nrestart_backoff_base_ms=100\n"
         )
