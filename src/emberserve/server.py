@@ -453,4 +453,6 @@ def run_server(
         log.error("%s", err)
         print(f"Ember could not start: {err}")
         return ConfigError.exit_code
+    finally:
+        flush_logs()  # lines a failed or interrupted run still held (shutdown flushes the rest)
     return 0
