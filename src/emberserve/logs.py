@@ -124,14 +124,14 @@ SINK_FLUSH_INTERVAL_S = 0.05
 class _LineSink:
     """The file of a one-line-per-request log, written in batches.
 
-    The access log and the two metric logs get several lines per request; through ``logging``
-    each costs a LogRecord, a formatter and a write system call (a fifth of the frontend's time
-    under load, measured with py-spy). Lines are kept and written together, with the same
-    timestamps, format and size rotation as the handler they replace: in the next loop
-    iteration, or, while lines keep coming, at most every ``SINK_FLUSH_INTERVAL_S``. Flushing
-    once per loop iteration still cost a fifth of the frontend's time at 16 concurrent clients
-    (an iteration then holds about one request: three writes, three seeks). The server flushes
-    every sink when it stops; only a killed server can lose the last 50 ms of these lines.
+    The access log and the two metric logs get several lines per request. Through ``logging``
+    each line cost a LogRecord, a formatter and a write system call (a fifth of the frontend's
+    time under load, measured with py-spy); written once per loop iteration they still cost as
+    much at 16 concurrent clients, where an iteration holds about one request. So lines are kept
+    and written together, with the same timestamps, format and size rotation as the handler they
+    replace: in the next loop iteration when the sink was quiet, at most every
+    ``SINK_FLUSH_INTERVAL_S`` while lines keep coming. The server flushes every sink when it
+    stops; only a killed server can lose the last lines.
     """
 
     def __init__(self, handler: logging.handlers.RotatingFileHandler) -> None:
