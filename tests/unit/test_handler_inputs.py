@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emberserve.handlers.inputs import build_batch, decode_value, mime_type
 from emberserve.workers.protocol import Input, Request
@@ -59,6 +62,23 @@ def test_undecodable_values_become_bytearray_with_a_warning(
     assert value == bytearray(raw)
     assert isinstance(value, bytearray)
     assert "Forwarding encoded payload" in caplog.text
+
+
+JSON_DOCUMENTS = st.recursive(
+    st.one_of(
+        st.integers(-(2**80), 2**80), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=4)
+    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_DOCUMENTS)
+def test_json_is_decoded_as_pythons_json_decodes_it(document: Any) -> None:
+    # orjson does the work unless a run of 19+ digits (an integer beyond 64 bits?) is in the body.
+    raw = json.dumps(document).encode()
+    assert decode_value("application/json", raw) == json.loads(raw)
 
 
 def test_json_that_only_python_accepts_is_decoded_like_torchserve() -> None:

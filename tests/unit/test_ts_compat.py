@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import emberserve.handlers.base_handler as base_handler_module
 import emberserve.handlers.context as context_module
@@ -28,6 +31,7 @@ from emberserve.handlers.envelopes import (
     JSONEnvelope,
     KServeEnvelope,
     KServev2Envelope,
+    _flatten,
     envelope_class,
     infer_datatype,
 )
@@ -515,6 +519,41 @@ def test_kservev2_rejects_inconsistent_shapes_with_400() -> None:
     with pytest.raises(PredictionException, match="shape \\[3\\] needs 3 elements, 2 were sent") as caught:
         KServev2Envelope(_echo).handle([{"body": request}], _context({}))
     assert caught.value.error_code == 400
+
+
+LEAVES = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.booleans(), st.none(), st.text(max_size=3)
+)
+
+
+@st.composite
+def uniform_arrays(draw: st.DrawFn) -> Any:
+    """Nested lists of one shape (0 to 3 dimensions of 0 to 4), leaves as JSON decodes them."""
+    shape = draw(st.lists(st.integers(0, 4), max_size=3))
+    leaves = iter(draw(st.lists(LEAVES, min_size=math.prod(shape), max_size=math.prod(shape))))
+
+    def build(dims: list[int]) -> Any:
+        return [build(dims[1:]) for _ in range(dims[0])] if dims else next(leaves)
+
+    return build(shape)
+
+
+@settings(max_examples=300, deadline=None)
+@given(uniform_arrays())
+def test_kservev2_flattening_agrees_with_numpy(value: Any) -> None:
+    # TorchServe's envelope flattens with numpy.array(data).flatten(); Ember does it without numpy.
+    numpy = pytest.importorskip("numpy")
+    flat, shape = _flatten(value)
+    array = numpy.array(value, dtype=object)
+    assert shape == list(array.shape)
+    assert flat == array.flatten().tolist()
+
+
+def test_kservev2_flattening_refuses_ragged_nesting() -> None:
+    with pytest.raises(ValueError, match="inhomogeneous"):
+        _flatten([[1, 2], [3]])
+    with pytest.raises(ValueError, match="inhomogeneous"):
+        _flatten([1, [2]])
 
 
 def test_unknown_envelope() -> None:

