@@ -32,6 +32,7 @@ from emberserve.handlers.envelopes import (
     KServeEnvelope,
     KServev2Envelope,
     _flatten,
+    _promote,
     envelope_class,
     infer_datatype,
 )
@@ -547,6 +548,17 @@ def test_kservev2_flattening_agrees_with_numpy(value: Any) -> None:
     array = numpy.array(value, dtype=object)
     assert shape == list(array.shape)
     assert flat == array.flatten().tolist()
+
+
+@pytest.mark.parametrize(
+    ("flat", "expected"),
+    [([1, True], [1, 1]), ([1.0, 2, False], [1.0, 2.0, 0.0]), ([True, False], [True, False]),
+     ([1, 2], [1, 2]), ([0.5, 1.5], [0.5, 1.5]), (["a", 1], ["a", 1]), ([], [])],
+)  # fmt: skip
+def test_kservev2_numbers_get_the_one_type_numpy_gives_them(flat: list[Any], expected: list[Any]) -> None:
+    promoted = _promote(flat)
+    assert promoted == expected
+    assert [type(v) for v in promoted] == [type(v) for v in expected]
 
 
 def test_kservev2_flattening_refuses_ragged_nesting() -> None:

@@ -166,7 +166,7 @@ def _flatten(value: Any) -> tuple[list[Any], list[int]]:
         return [value], []
     if not value:
         return [], [0]
-    if all(type(item) in _SCALAR_TYPES for item in value):
+    if _SCALAR_TYPES.issuperset(map(type, value)):
         # Already flat, as a v2 request's "data" usually is: one pass instead of a call per number.
         return list(value), [len(value)]
     parts = [_flatten(item) for item in value]
@@ -178,7 +178,9 @@ def _flatten(value: Any) -> tuple[list[Any], list[int]]:
 
 def _promote(flat: list[Any]) -> list[Any]:
     """Give numbers one type as a numpy array would (bools with ints → ints, with floats → floats)."""
-    kinds = {type(v) for v in flat}
+    kinds = set(map(type, flat))
+    if len(kinds) == 1 and (float in kinds or int in kinds):
+        return flat  # one type already
     if float in kinds and kinds <= {bool, int, float}:
         return [float(v) for v in flat]
     if int in kinds and kinds <= {bool, int}:
