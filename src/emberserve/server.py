@@ -137,7 +137,10 @@ class Server:
                 self._on_ready()
             await self._stop.wait()
         finally:
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                flush_logs()  # what the log sinks still hold, even when a shutdown step failed
 
     async def start(self) -> None:
         cfg = self.config
@@ -259,7 +262,6 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._system_metrics
         log.info("Ember stopped")
-        flush_logs()
 
     async def _finish_answers(self, seconds: float) -> None:
         """Let every connection write the answer of the job it waited on. Stopping the models
@@ -453,6 +455,4 @@ def run_server(
         log.error("%s", err)
         print(f"Ember could not start: {err}")
         return ConfigError.exit_code
-    finally:
-        flush_logs()  # lines a failed or interrupted run still held (shutdown flushes the rest)
     return 0
